@@ -1,0 +1,323 @@
+/*
+ * journey 0.1: tables, indexes, C function declarations, grants and
+ * row-level security policies.  All behaviour lives in the C library; this
+ * script only declares what the library needs and who may touch it.
+ */
+\echo Use "CREATE EXTENSION journey" to load this file. \quit
+
+-- ===================================================================
+-- Role for application users (cluster-wide, so it may already exist)
+-- ===================================================================
+DO $do$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'journey_user') THEN
+        CREATE ROLE journey_user NOLOGIN;
+    END IF;
+END
+$do$;
+
+-- ===================================================================
+-- Helpers the table definitions rely on
+-- ===================================================================
+
+-- Raises 22023 with a hint for a zone name the tz database does not know,
+-- so a CHECK constraint reports something a user can act on.
+CREATE FUNCTION journey.check_timezone(p_timezone text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'journey_check_timezone'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+CREATE FUNCTION journey.touch_updated_at()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'journey_touch_updated_at'
+LANGUAGE C;
+
+-- ===================================================================
+-- Tables
+-- ===================================================================
+
+CREATE TABLE journey.businesses (
+    id                  uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
+    name                text NOT NULL CHECK (name OPERATOR(pg_catalog.<>) ''),
+    email               text,
+    phone               text,
+    google_review_url   text,
+    timezone            text NOT NULL DEFAULT 'UTC'
+                        CHECK (journey.check_timezone(timezone)),
+    created_by          text,
+    created_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at          timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+
+CREATE TABLE journey.business_members (
+    business_id         uuid NOT NULL REFERENCES journey.businesses (id) ON DELETE CASCADE,
+    member              text NOT NULL CHECK (member OPERATOR(pg_catalog.<>) ''),
+    created_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (business_id, member)
+);
+CREATE INDEX business_members_member_idx ON journey.business_members (member);
+
+CREATE TABLE journey.customers (
+    id                      uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
+    business_id             uuid NOT NULL REFERENCES journey.businesses (id) ON DELETE CASCADE,
+    full_name               text NOT NULL,
+    email                   text,
+    phone                   text,
+    timezone                text CHECK (timezone IS NULL OR journey.check_timezone(timezone)),
+    external_id             text,
+    attributes              jsonb NOT NULL DEFAULT '{}'
+                            CHECK (pg_catalog.jsonb_typeof(attributes) OPERATOR(pg_catalog.=) 'object'),
+    created_by              text,
+    last_review_request_at  timestamptz,
+    created_at              timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at              timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    -- Lets child tables reference (business_id, id), so a row can never
+    -- point at another tenant's customer; also the tenant's index.
+    CONSTRAINT customers_business_id_id_key UNIQUE (business_id, id),
+    CONSTRAINT customers_business_id_external_id_key UNIQUE (business_id, external_id)
+);
+
+CREATE TABLE journey.sequences (
+    id                  uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
+    business_id         uuid NOT NULL REFERENCES journey.businesses (id) ON DELETE CASCADE,
+    name                text NOT NULL CHECK (name OPERATOR(pg_catalog.<>) ''),
+    description         text,
+    status              text NOT NULL DEFAULT 'draft'
+                        CHECK (status IN ('active', 'paused', 'draft')),
+    trigger_event_type  text,
+    exit_event_types    text[] NOT NULL DEFAULT '{}',
+    allow_manual_enroll boolean NOT NULL DEFAULT false,
+    reentry             text NOT NULL DEFAULT 'after_exit'
+                        CHECK (reentry IN ('never', 'after_exit')),
+    quiet_hours_start   time,
+    quiet_hours_end     time,
+    rate_per_hour       integer DEFAULT 100 CHECK (rate_per_hour OPERATOR(pg_catalog.>) 0),
+    rate_per_day        integer DEFAULT 1000 CHECK (rate_per_day OPERATOR(pg_catalog.>) 0),
+    created_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT sequences_business_id_id_key UNIQUE (business_id, id)
+);
+CREATE INDEX sequences_trigger_idx ON journey.sequences (business_id, trigger_event_type)
+    WHERE status = 'active';
+
+CREATE TABLE journey.sequence_steps (
+    id                  uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
+    business_id         uuid NOT NULL,
+    sequence_id         uuid NOT NULL,
+    kind                text NOT NULL CHECK (kind IN ('send_email', 'send_sms', 'wait', 'branch')),
+    step_index          integer NOT NULL CHECK (step_index OPERATOR(pg_catalog.>=) 1),
+    wait_ms             bigint NOT NULL DEFAULT 0 CHECK (wait_ms OPERATOR(pg_catalog.>=) 0),
+    template_id         uuid,
+    message_purpose     text,
+    message_config      jsonb NOT NULL DEFAULT '{}',
+    branch_config       jsonb,
+    -- Where the journey goes after this step: null for the following step,
+    -- 0 for "finish", else a later step_index (journeys are acyclic).
+    next_step_index     integer CHECK (next_step_index OPERATOR(pg_catalog.>=) 0),
+    created_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT sequence_steps_sequence_id_step_index_key UNIQUE (sequence_id, step_index),
+    CONSTRAINT sequence_steps_sequence_fkey FOREIGN KEY (business_id, sequence_id)
+        REFERENCES journey.sequences (business_id, id) ON DELETE CASCADE,
+    CONSTRAINT sequence_steps_branch_config_check
+        CHECK ((kind OPERATOR(pg_catalog.=) 'branch') OPERATOR(pg_catalog.=) (branch_config IS NOT NULL))
+);
+CREATE INDEX sequence_steps_business_idx ON journey.sequence_steps (business_id);
+
+CREATE TABLE journey.sequence_enrollments (
+    id                  uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
+    business_id         uuid NOT NULL,
+    sequence_id         uuid NOT NULL,
+    customer_id         uuid NOT NULL,
+    status              text NOT NULL DEFAULT 'active'
+                        CHECK (status IN ('active', 'finished', 'stopped')),
+    current_step_index  integer NOT NULL DEFAULT 1 CHECK (current_step_index OPERATOR(pg_catalog.>=) 1),
+    next_run_at         timestamptz,
+    last_event_at       timestamptz,
+    meta                jsonb NOT NULL DEFAULT '{}'
+                        CHECK (pg_catalog.jsonb_typeof(meta) OPERATOR(pg_catalog.=) 'object'),
+    stop_reason         text,
+    finished_at         timestamptz,
+    -- The moment the customer entered the journey (the trigger event's
+    -- occurred_at, or p_as_of of a manual enrollment).
+    enrolled_at         timestamptz NOT NULL,
+    trigger_event_id    bigint,
+    created_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT sequence_enrollments_sequence_fkey FOREIGN KEY (business_id, sequence_id)
+        REFERENCES journey.sequences (business_id, id) ON DELETE CASCADE,
+    CONSTRAINT sequence_enrollments_customer_fkey FOREIGN KEY (business_id, customer_id)
+        REFERENCES journey.customers (business_id, id) ON DELETE CASCADE,
+    CONSTRAINT sequence_enrollments_active_has_next_run
+        CHECK (status OPERATOR(pg_catalog.<>) 'active' OR next_run_at IS NOT NULL)
+);
+-- At most one active enrollment per (sequence, customer).
+CREATE UNIQUE INDEX sequence_enrollments_one_active_idx
+    ON journey.sequence_enrollments (sequence_id, customer_id) WHERE status = 'active';
+-- The executor's queue.
+CREATE INDEX sequence_enrollments_due_idx
+    ON journey.sequence_enrollments (next_run_at) WHERE status = 'active';
+-- Tenant scans, the customer cascade, reentry and exit-event look-ups.
+CREATE INDEX sequence_enrollments_customer_idx
+    ON journey.sequence_enrollments (business_id, customer_id, sequence_id);
+
+CREATE TABLE journey.events (
+    id                  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    business_id         uuid NOT NULL REFERENCES journey.businesses (id) ON DELETE CASCADE,
+    event_type          text NOT NULL CHECK (event_type OPERATOR(pg_catalog.<>) ''),
+    customer_id         uuid,
+    payload             jsonb NOT NULL DEFAULT '{}',
+    idempotency_key     text,
+    occurred_at         timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    created_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT events_business_id_idempotency_key_key UNIQUE (business_id, idempotency_key),
+    CONSTRAINT events_customer_fkey FOREIGN KEY (business_id, customer_id)
+        REFERENCES journey.customers (business_id, id) ON DELETE CASCADE
+);
+-- The customer cascade and "has the customer had event X since enrolling".
+CREATE INDEX events_customer_idx
+    ON journey.events (business_id, customer_id, event_type, occurred_at);
+
+CREATE TABLE journey.messages (
+    id                  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    business_id         uuid NOT NULL REFERENCES journey.businesses (id) ON DELETE CASCADE,
+    enrollment_id       uuid REFERENCES journey.sequence_enrollments (id) ON DELETE CASCADE,
+    sequence_id         uuid,
+    step_index          integer,
+    customer_id         uuid,
+    channel             text NOT NULL CHECK (channel IN ('email', 'sms')),
+    message_purpose     text,
+    to_address          text NOT NULL,
+    subject             text,
+    body                text NOT NULL,
+    status              text NOT NULL DEFAULT 'queued'
+                        CHECK (status IN ('queued', 'sending', 'sent', 'failed', 'cancelled')),
+    send_after          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    attempts            integer NOT NULL DEFAULT 0,
+    last_error          text,
+    provider_message_id text,
+    -- While status = 'sending': until when the claiming sender owns it.
+    lease_expires_at    timestamptz,
+    created_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    sent_at             timestamptz,
+    CONSTRAINT messages_enrollment_id_step_index_key UNIQUE (enrollment_id, step_index)
+);
+-- The sender's queue, and the leases it must reclaim after a crash.
+CREATE INDEX messages_queued_idx ON journey.messages (send_after) WHERE status = 'queued';
+CREATE INDEX messages_sending_idx ON journey.messages (lease_expires_at) WHERE status = 'sending';
+-- Tenant scans, the business cascade and the per-sequence rate windows.
+CREATE INDEX messages_business_idx ON journey.messages (business_id, sequence_id, send_after);
+
+CREATE TABLE journey.enrollment_log (
+    id                  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    business_id         uuid NOT NULL,
+    enrollment_id       uuid NOT NULL REFERENCES journey.sequence_enrollments (id) ON DELETE CASCADE,
+    step_index          integer,
+    outcome             text NOT NULL,
+    detail              text,
+    at                  timestamptz NOT NULL
+);
+CREATE INDEX enrollment_log_enrollment_idx ON journey.enrollment_log (enrollment_id, id);
+
+CREATE TABLE journey.providers (
+    id                  uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
+    business_id         uuid REFERENCES journey.businesses (id) ON DELETE CASCADE,
+    channel             text NOT NULL CHECK (channel IN ('email', 'sms')),
+    kind                text NOT NULL CHECK (kind IN ('webhook', 'twilio', 'smtp', 'resend')),
+    endpoint            text NOT NULL,
+    from_address        text,
+    credentials         text,
+    settings            jsonb NOT NULL DEFAULT '{}',
+    enabled             boolean NOT NULL DEFAULT true,
+    created_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT providers_kind_channel_check CHECK (
+        (kind OPERATOR(pg_catalog.<>) 'twilio' OR channel OPERATOR(pg_catalog.=) 'sms') AND
+        (kind NOT IN ('smtp', 'resend') OR channel OPERATOR(pg_catalog.=) 'email'))
+);
+-- One enabled provider per business and channel, and one default.
+CREATE UNIQUE INDEX providers_business_channel_idx
+    ON journey.providers (business_id, channel) WHERE enabled AND business_id IS NOT NULL;
+CREATE UNIQUE INDEX providers_default_channel_idx
+    ON journey.providers (channel) WHERE enabled AND business_id IS NULL;
+
+CREATE TABLE journey.suppressions (
+    business_id         uuid NOT NULL REFERENCES journey.businesses (id) ON DELETE CASCADE,
+    channel             text NOT NULL CHECK (channel IN ('email', 'sms')),
+    address             text NOT NULL,
+    reason              text,
+    created_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (business_id, channel, address)
+);
+
+CREATE TRIGGER businesses_touch BEFORE UPDATE ON journey.businesses
+    FOR EACH ROW EXECUTE FUNCTION journey.touch_updated_at();
+CREATE TRIGGER customers_touch BEFORE UPDATE ON journey.customers
+    FOR EACH ROW EXECUTE FUNCTION journey.touch_updated_at();
+CREATE TRIGGER sequences_touch BEFORE UPDATE ON journey.sequences
+    FOR EACH ROW EXECUTE FUNCTION journey.touch_updated_at();
+CREATE TRIGGER sequence_enrollments_touch BEFORE UPDATE ON journey.sequence_enrollments
+    FOR EACH ROW EXECUTE FUNCTION journey.touch_updated_at();
+CREATE TRIGGER providers_touch BEFORE UPDATE ON journey.providers
+    FOR EACH ROW EXECUTE FUNCTION journey.touch_updated_at();
+
+-- ===================================================================
+-- Engine API (src/template.c, src/sequence.c, src/enroll.c, src/trigger.c)
+-- ===================================================================
+
+CREATE FUNCTION journey.render_template(p_template text, p_context jsonb)
+RETURNS text
+AS 'MODULE_PATHNAME', 'journey_render_template'
+LANGUAGE C STABLE STRICT;
+
+CREATE FUNCTION journey.create_sequence(p_business_id uuid, p_definition jsonb)
+RETURNS uuid
+AS 'MODULE_PATHNAME', 'journey_create_sequence'
+LANGUAGE C VOLATILE;
+
+CREATE FUNCTION journey.enroll_customer(p_sequence_id uuid, p_customer_id uuid,
+                                        p_meta jsonb DEFAULT '{}',
+                                        p_as_of timestamptz DEFAULT pg_catalog.now())
+RETURNS uuid
+AS 'MODULE_PATHNAME', 'journey_enroll_customer'
+LANGUAGE C VOLATILE;
+
+CREATE FUNCTION journey.ingest_event(p_business_id uuid, p_event_type text,
+                                     p_customer jsonb,
+                                     p_payload jsonb DEFAULT '{}',
+                                     p_idempotency_key text DEFAULT NULL,
+                                     p_occurred_at timestamptz DEFAULT pg_catalog.now())
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'journey_ingest_event'
+LANGUAGE C VOLATILE;
+
+CREATE FUNCTION journey.stop_enrollment(p_enrollment_id uuid, p_reason text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'journey_stop_enrollment'
+LANGUAGE C VOLATILE;
+
+CREATE FUNCTION journey.match_events()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'journey_match_events'
+LANGUAGE C;
+
+-- Statement-level, over the transition table: one INSERT ... SELECT of many
+-- events is matched with a few set-based statements, not one per row.
+CREATE TRIGGER events_match AFTER INSERT ON journey.events
+    REFERENCING NEW TABLE AS journey_new_events
+    FOR EACH STATEMENT EXECUTE FUNCTION journey.match_events();
+
+-- ===================================================================
+-- Executor (src/executor.c, src/timewindow.c, src/branch.c)
+-- ===================================================================
+
+-- ===================================================================
+-- Sender (src/worker.c, src/transport.c, src/providers.c)
+-- ===================================================================
+
+-- ===================================================================
+-- Tenancy and security (src/tenant.c)
+-- ===================================================================
+
+-- ===================================================================
+-- pg_cron scheduling (src/cron.c)
+-- ===================================================================

@@ -1,0 +1,109 @@
+/*-------------------------------------------------------------------------
+ *
+ * journey.h
+ *	  Declarations shared by the modules of the journey extension.
+ *
+ * Each section names the file that implements it.  Keep a module's private
+ * helpers static in its own file; only what another module calls belongs
+ * here.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef JOURNEY_H
+#define JOURNEY_H
+
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "lib/stringinfo.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+
+/* ---------- journey.c: settings (all journey.* GUCs) ---------- */
+
+extern char *journey_database_name;
+extern char *journey_worker_role;
+extern char *journey_trusted_claim_roles;
+extern int	journey_max_concurrency;
+extern int	journey_http_timeout_ms;
+extern int	journey_max_attempts;
+extern int	journey_batch_size;
+extern int	journey_retry_base_ms;
+extern int	journey_retry_max_ms;
+extern int	journey_lease_ms;
+extern int	journey_poll_interval_ms;
+
+/* ---------- util.c: small shared helpers ---------- */
+
+/* The journey schema's OID, looked up once per backend. */
+extern Oid	journey_schema_oid(void);
+
+/*
+ * Text of a top-level key of a jsonb object, or NULL when the key is
+ * missing or JSON null.  Non-string scalars are returned as their JSON text.
+ */
+extern char *journey_jsonb_get_text(Jsonb *obj, const char *key);
+
+/* The jsonb value of a top-level key, or NULL when missing. */
+extern JsonbValue *journey_jsonb_get(Jsonb *obj, const char *key);
+
+/* True when name is a time zone the tz database knows. */
+extern bool journey_timezone_is_valid(const char *name);
+
+/* Adds milliseconds to a timestamp, raising 22008 on overflow. */
+extern TimestampTz journey_timestamp_add_ms(TimestampTz ts, int64 ms);
+
+/* ---------- template.c: the template engine ---------- */
+
+typedef struct JourneyTemplate JourneyTemplate;
+
+/*
+ * Parses a template once so it can be rendered many times.  A malformed
+ * template raises 22023 naming the 1-based character position; "where",
+ * when not NULL, says which template it was (e.g. "step 2 message.body").
+ */
+extern JourneyTemplate *journey_template_parse(const char *source, const char *where);
+
+/*
+ * Raises 22023 when a tag's path is not one the executor provides:
+ * customer.<field or attribute>, business.<field>, review_link,
+ * enrollment.meta.<key> or event.<key>.
+ */
+extern void journey_template_check_paths(const JourneyTemplate *tmpl, const char *where);
+
+/*
+ * Renders a parsed template against a jsonb context shaped as
+ * render_template documents, appending to out.  Returns false, with
+ * *missing_path set, when a value with no default is missing.
+ */
+extern bool journey_template_render(const JourneyTemplate *tmpl, Jsonb *context,
+									StringInfo out, const char **missing_path);
+
+/* ---------- tenant.c: membership and privilege checks ---------- */
+
+/*
+ * Raises 42501 unless the caller may act for business_id: a member of it,
+ * or a role that bypasses row-level security (superuser, BYPASSRLS, the
+ * tables' owner).  Writes nothing.
+ */
+extern void journey_require_member(Datum business_id);
+
+/* ---------- enroll.c: enrollment shared with the trigger and executor ---------- */
+
+/* Appends a row to journey.enrollment_log. */
+extern void journey_log_decision(Datum business_id, Datum enrollment_id,
+								 int step_index, bool step_is_null,
+								 const char *outcome, const char *detail,
+								 TimestampTz at);
+
+/* ---------- worker.c: waking the sender ---------- */
+
+/*
+ * Notes that this transaction queued messages; the sender's latch is set
+ * when (and only if) the transaction commits.
+ */
+extern void journey_sender_wake_at_commit(void);
+extern void journey_sender_register(void);
+extern PGDLLEXPORT void journey_sender_main(Datum main_arg);
+
+#endif							/* JOURNEY_H */

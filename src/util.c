@@ -1,0 +1,158 @@
+/*-------------------------------------------------------------------------
+ *
+ * util.c
+ *	  Small helpers shared by the journey modules: jsonb access, time zone
+ *	  validation, timestamp arithmetic, and the updated_at trigger.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/namespace.h"
+#include "commands/trigger.h"
+#include "common/int.h"
+#include "executor/spi.h"
+#include "datatype/timestamp.h"
+#include "fmgr.h"
+#include "pgtime.h"
+#include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/timestamp.h"
+
+#include "journey.h"
+
+PG_FUNCTION_INFO_V1(journey_check_timezone);
+PG_FUNCTION_INFO_V1(journey_touch_updated_at);
+
+static Oid	cached_schema_oid = InvalidOid;
+
+Oid
+journey_schema_oid(void)
+{
+	/* Re-check: the extension may have been dropped and created again. */
+	if (!OidIsValid(cached_schema_oid) ||
+		get_namespace_name(cached_schema_oid) == NULL)
+		cached_schema_oid = get_namespace_oid("journey", false);
+	return cached_schema_oid;
+}
+
+JsonbValue *
+journey_jsonb_get(Jsonb *obj, const char *key)
+{
+	JsonbValue	k;
+
+	if (obj == NULL || !JB_ROOT_IS_OBJECT(obj))
+		return NULL;
+	k.type = jbvString;
+	k.val.string.val = (char *) key;
+	k.val.string.len = strlen(key);
+	return findJsonbValueFromContainer(&obj->root, JB_FOBJECT, &k);
+}
+
+char *
+journey_jsonb_get_text(Jsonb *obj, const char *key)
+{
+	JsonbValue *v = journey_jsonb_get(obj, key);
+
+	if (v == NULL || v->type == jbvNull)
+		return NULL;
+	if (v->type == jbvString)
+		return pnstrdup(v->val.string.val, v->val.string.len);
+	if (v->type == jbvNumeric)
+		return DatumGetCString(DirectFunctionCall1(numeric_out,
+												   NumericGetDatum(v->val.numeric)));
+	if (v->type == jbvBool)
+		return pstrdup(v->val.boolean ? "true" : "false");
+	return JsonbToCString(NULL, v->val.binary.data, v->val.binary.len);
+}
+
+bool
+journey_timezone_is_valid(const char *name)
+{
+	/*
+	 * The same test SET timezone applies, less the numeric offsets ("+05",
+	 * "-3"): a recipient's zone must follow daylight saving rules, which a
+	 * bare offset silently ignores.
+	 */
+	if (name == NULL || name[0] == '\0' || strlen(name) >= TZ_STRLEN_MAX)
+		return false;
+	if (strchr("+-0123456789", name[0]) != NULL)
+		return false;
+	return pg_tzset(name) != NULL;
+}
+
+Datum
+journey_check_timezone(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+	if (!journey_timezone_is_valid(name))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown time zone \"%s\"", name),
+				 errhint("Use an IANA time zone name such as 'America/New_York' or 'UTC'; "
+						 "SELECT name FROM pg_timezone_names lists them.")));
+	PG_RETURN_BOOL(true);
+}
+
+TimestampTz
+journey_timestamp_add_ms(TimestampTz ts, int64 ms)
+{
+	TimestampTz result;
+
+	if (TIMESTAMP_NOT_FINITE(ts) ||
+		pg_mul_s64_overflow(ms, INT64CONST(1000), &result) ||
+		pg_add_s64_overflow(ts, result, &result) ||
+		!IS_VALID_TIMESTAMP(result))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("timestamp out of range"),
+				 errdetail("Adding %lld ms to the run time leaves the range of timestamptz.",
+						   (long long) ms),
+				 errhint("Use a smaller wait_ms.")));
+	return result;
+}
+
+/*
+ * BEFORE UPDATE row trigger keeping updated_at current.  A statement that
+ * sets updated_at itself (the executor, in bulk) is left alone.
+ */
+Datum
+journey_touch_updated_at(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	TupleDesc	tupdesc;
+	int			attnum;
+	bool		isnull_old;
+	bool		isnull_new;
+	Datum		old_value;
+	Datum		new_value;
+	Datum		now_value;
+	bool		now_null = false;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) ||
+		!TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
+		!TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
+		elog(ERROR, "journey_touch_updated_at must be a BEFORE UPDATE row trigger");
+
+	tupdesc = RelationGetDescr(trigdata->tg_relation);
+	attnum = SPI_fnumber(tupdesc, "updated_at");
+	if (attnum <= 0)
+		elog(ERROR, "table \"%s\" has no updated_at column",
+			 RelationGetRelationName(trigdata->tg_relation));
+
+	old_value = heap_getattr(trigdata->tg_trigtuple, attnum, tupdesc, &isnull_old);
+	new_value = heap_getattr(trigdata->tg_newtuple, attnum, tupdesc, &isnull_new);
+	if (!isnull_old && !isnull_new &&
+		DatumGetTimestampTz(old_value) != DatumGetTimestampTz(new_value))
+		return PointerGetDatum(trigdata->tg_newtuple);
+
+	now_value = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+	return PointerGetDatum(heap_modify_tuple_by_cols(trigdata->tg_newtuple, tupdesc,
+													 1, &attnum, &now_value, &now_null));
+}
