@@ -18,7 +18,8 @@ OBJS = \
 	src/cron.o \
 	src/providers.o \
 	src/transport.o \
-	src/worker.o
+	src/worker.o \
+	src/launcher.o
 
 DATA = $(wildcard journey--*.sql)
 

@@ -197,6 +197,10 @@ CREATE TABLE journey.messages (
     provider_message_id text,
     -- While status = 'sending': until when the claiming sender owns it.
     lease_expires_at    timestamptz,
+    -- While status = 'sending': which server's sender claimed it (its
+    -- system identifier), so a restarted sender takes back what its dead
+    -- predecessor held without waiting for the lease.
+    claimed_by          text,
     created_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
     sent_at             timestamptz,
     CONSTRAINT messages_enrollment_id_step_index_key UNIQUE (enrollment_id, step_index)
@@ -313,6 +317,18 @@ CREATE TRIGGER events_match AFTER INSERT ON journey.events
 -- ===================================================================
 -- Sender (src/worker.c, src/transport.c, src/providers.c)
 -- ===================================================================
+
+-- Sets the sender's latch when the transaction commits (never when it
+-- rolls back), so a plain INSERT of a queued message, or an UPDATE that
+-- puts one back in the queue, is sent at once rather than at the next poll.
+CREATE FUNCTION journey.wake_sender()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'journey_wake_sender'
+LANGUAGE C;
+
+CREATE TRIGGER messages_wake_sender
+    AFTER INSERT OR UPDATE OF status, send_after ON journey.messages
+    FOR EACH STATEMENT EXECUTE FUNCTION journey.wake_sender();
 
 -- ===================================================================
 -- Tenancy and security (src/tenant.c)

@@ -96,13 +96,14 @@ extern void journey_log_decision(Datum business_id, Datum enrollment_id,
 								 const char *outcome, const char *detail,
 								 TimestampTz at);
 
-/* ---------- worker.c: waking the sender ---------- */
+/* ---------- worker.c, launcher.c: the sender (more in sender.h) ---------- */
 
 /*
  * Notes that this transaction queued messages; the sender's latch is set
  * when (and only if) the transaction commits.
  */
 extern void journey_sender_wake_at_commit(void);
+/* launcher.c: shared memory, the launcher worker, the DROP DATABASE hook. */
 extern void journey_sender_register(void);
 extern PGDLLEXPORT void journey_sender_main(Datum main_arg);
 

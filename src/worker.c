@@ -1,27 +1,750 @@
 /*-------------------------------------------------------------------------
  *
  * worker.c
- *	  The sender background worker: claims due messages and hands them to
- *	  the transport.
+ *	  The sender background worker: claims due messages, hands them to the
+ *	  transport and writes back each result; and the wake-up at commit.
+ *
+ * One loop, in worker_spi's shape: wait on the latch, libcurl's sockets and
+ * timers at once; collect finished requests; write their results in one
+ * short transaction; claim more in another.  No transaction is open while
+ * a request is in flight, and no lock outlives the transaction that took
+ * it.  A claim marks messages 'sending' with a lease and the server's
+ * system identifier in claimed_by, and counts the attempt.  A sender that
+ * starts puts back every message its server's earlier sender left
+ * 'sending' (it died: a crash, kill -9, an immediate shutdown), so they
+ * go out again within seconds, under the same idempotency key.  A message
+ * that keeps killing the sender runs out of attempts that way and fails.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
-#include "journey.h"
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "common/pg_prng.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lmgr.h"
+#include "tcop/tcopprot.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
 
-/* TEMPORARY (replaced by the sender work). */
-void
-journey_sender_wake_at_commit(void)
+#include "journey.h"
+#include "sender.h"
+
+PG_FUNCTION_INFO_V1(journey_wake_sender);
+
+/* ---------- waking the sender at commit (any backend) ---------- */
+
+static bool wake_callback_registered = false;
+static bool wake_pending = false;
+static bool am_sender = false;
+
+static void
+wake_xact_callback(XactEvent event, void *arg)
 {
+	int			i;
+
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
+	{
+		if (!wake_pending || journey_sender_shmem == NULL)
+		{
+			wake_pending = false;
+			return;
+		}
+		wake_pending = false;
+		for (i = 0; i < JOURNEY_MAX_SENDERS; i++)
+		{
+			JourneySenderSlot *s = &journey_sender_shmem->slots[i];
+
+			/* A stale latch is harmless: SetLatch checks its owner. */
+			if (s->dboid == MyDatabaseId && s->latch != NULL)
+				SetLatch(s->latch);
+		}
+	}
+	else if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+		wake_pending = false;
 }
 
 void
-journey_sender_register(void)
+journey_sender_wake_at_commit(void)
 {
+	if (journey_sender_shmem == NULL || am_sender)
+		return;
+	if (!wake_callback_registered)
+	{
+		RegisterXactCallback(wake_xact_callback, NULL);
+		wake_callback_registered = true;
+	}
+	wake_pending = true;
+}
+
+/* Statement-level trigger on journey.messages: a plain INSERT wakes too. */
+Datum
+journey_wake_sender(PG_FUNCTION_ARGS)
+{
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("journey.wake_sender() must be called as a trigger")));
+	journey_sender_wake_at_commit();
+	return PointerGetDatum(NULL);
+}
+
+/* ---------- the sender ---------- */
+
+static int	my_slot = -1;
+static char claim_token[32];	/* this server's system identifier */
+static bool reclaim_own = true; /* first claim puts back a dead sender's rows */
+static bool need_claim = true;
+static TimestampTz next_poll = 0;
+static TimestampTz next_due = 0;	/* earliest retry or lease expiry; 0 none */
+static bool warned_no_provider = false;
+
+static MemoryContext loop_cxt;
+static MemoryContext results_cxt;
+static MemoryContext requests_cxt;
+static JourneyResult *results;
+static int	n_results = 0;
+static int	max_results = 0;
+
+static SPIPlanPtr claim_plan;
+static SPIPlanPtr reclaim_own_plan;
+static SPIPlanPtr reclaim_expired_plan;
+static SPIPlanPtr next_due_plan;
+static SPIPlanPtr no_provider_plan;
+static SPIPlanPtr result_plan;
+
+static const char *claim_sql =
+"WITH due AS ("
+" SELECT m.id, p.kind, p.endpoint, p.from_address, p.credentials, p.settings"
+"  FROM journey.messages m"
+"  CROSS JOIN LATERAL ("
+"   SELECT p.kind, p.endpoint, p.from_address, p.credentials, p.settings"
+"    FROM journey.providers p"
+"   WHERE p.enabled AND p.channel OPERATOR(pg_catalog.=) m.channel"
+"     AND (p.business_id OPERATOR(pg_catalog.=) m.business_id OR p.business_id IS NULL)"
+"   ORDER BY p.business_id NULLS LAST LIMIT 1) p"
+" WHERE m.status OPERATOR(pg_catalog.=) 'queued'"
+"   AND m.send_after OPERATOR(pg_catalog.<=) pg_catalog.now()"
+" ORDER BY m.send_after LIMIT $1"
+" FOR UPDATE OF m SKIP LOCKED)"
+" UPDATE journey.messages m"
+"    SET status = 'sending', attempts = m.attempts OPERATOR(pg_catalog.+) 1,"
+"        claimed_by = $2,"
+"        lease_expires_at = pg_catalog.now() OPERATOR(pg_catalog.+)"
+"          ($3 OPERATOR(pg_catalog.*) interval '1 millisecond')"
+"   FROM due WHERE m.id OPERATOR(pg_catalog.=) due.id"
+" RETURNING m.id, m.attempts, m.business_id::text, m.customer_id::text,"
+"   m.enrollment_id::text, m.sequence_id::text, m.step_index::text, m.channel,"
+"   m.message_purpose, m.to_address, m.subject, m.body, due.kind, due.endpoint,"
+"   due.from_address, due.credentials, due.settings::text";
+
+/*
+ * Puts messages left 'sending' back in the queue: those this server's sender
+ * held when it died ($1 = claimed_by), or those whose lease ran out.  One
+ * whose attempts are used up fails instead: it may be what killed a sender.
+ */
+#define RECLAIM_SET \
+" SET status = CASE WHEN attempts OPERATOR(pg_catalog.>=) $2 THEN 'failed' ELSE 'queued' END," \
+"     last_error = CASE WHEN attempts OPERATOR(pg_catalog.>=) $2" \
+"       THEN 'sender stopped during the last allowed attempt (' OPERATOR(pg_catalog.||) attempts OPERATOR(pg_catalog.||) ' attempts); the provider may have received it'" \
+"       ELSE COALESCE(last_error, 'sender stopped during delivery; sent again') END," \
+"     send_after = pg_catalog.now(), lease_expires_at = NULL, claimed_by = NULL"
+
+static const char *reclaim_own_sql =
+"UPDATE journey.messages" RECLAIM_SET
+" WHERE status OPERATOR(pg_catalog.=) 'sending' AND claimed_by OPERATOR(pg_catalog.=) $1";
+
+static const char *reclaim_expired_sql =
+"UPDATE journey.messages" RECLAIM_SET
+" WHERE status OPERATOR(pg_catalog.=) 'sending'"
+"   AND lease_expires_at OPERATOR(pg_catalog.<) pg_catalog.now()";
+
+static const char *next_due_sql =
+"SELECT LEAST("
+" (SELECT pg_catalog.min(send_after) FROM journey.messages"
+"   WHERE status OPERATOR(pg_catalog.=) 'queued' AND send_after OPERATOR(pg_catalog.>) pg_catalog.now()),"
+" (SELECT pg_catalog.min(lease_expires_at) FROM journey.messages"
+"   WHERE status OPERATOR(pg_catalog.=) 'sending'))";
+
+static const char *no_provider_sql =
+"SELECT pg_catalog.count(*), pg_catalog.string_agg(DISTINCT channel, ', ')"
+" FROM (SELECT m.channel FROM journey.messages m"
+"  WHERE m.status OPERATOR(pg_catalog.=) 'queued'"
+"    AND m.send_after OPERATOR(pg_catalog.<=) pg_catalog.now()"
+"    AND NOT EXISTS (SELECT 1 FROM journey.providers p"
+"      WHERE p.enabled AND p.channel OPERATOR(pg_catalog.=) m.channel"
+"        AND (p.business_id OPERATOR(pg_catalog.=) m.business_id OR p.business_id IS NULL))"
+"  LIMIT 100000) s";
+
+static const char *result_sql =
+"WITH r AS ("
+" SELECT * FROM ROWS FROM (pg_catalog.unnest($1::bigint[]), pg_catalog.unnest($2::text[]),"
+"   pg_catalog.unnest($3::text[]), pg_catalog.unnest($4::text[]), pg_catalog.unnest($5::bigint[]))"
+"   AS r(id, status, err, pmid, delay_ms)),"
+" upd AS ("
+" UPDATE journey.messages m"
+"    SET status = r.status,"
+"        last_error = COALESCE(r.err, m.last_error),"
+"        provider_message_id = COALESCE(r.pmid, m.provider_message_id),"
+"        sent_at = CASE WHEN r.status OPERATOR(pg_catalog.=) 'sent' THEN pg_catalog.now() END,"
+"        send_after = CASE WHEN r.status OPERATOR(pg_catalog.=) 'queued'"
+"          THEN pg_catalog.now() OPERATOR(pg_catalog.+) (r.delay_ms OPERATOR(pg_catalog.*) interval '1 millisecond')"
+"          ELSE m.send_after END,"
+"        lease_expires_at = NULL, claimed_by = NULL"
+"   FROM r"
+"  WHERE m.id OPERATOR(pg_catalog.=) r.id AND m.status OPERATOR(pg_catalog.=) 'sending'"
+"    AND m.claimed_by OPERATOR(pg_catalog.=) $6"
+" RETURNING m.business_id, m.customer_id, m.status, m.message_purpose, m.sent_at)"
+" UPDATE journey.customers c SET last_review_request_at = u.sent_at"
+"   FROM upd u"
+"  WHERE u.status OPERATOR(pg_catalog.=) 'sent'"
+"    AND u.message_purpose OPERATOR(pg_catalog.=) 'review_request'"
+"    AND c.id OPERATOR(pg_catalog.=) u.customer_id"
+"    AND c.business_id OPERATOR(pg_catalog.=) u.business_id";
+
+static SPIPlanPtr
+keep_plan(const char *sql, int nargs, Oid *types)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed for journey sender query: %s",
+			 SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "SPI_keepplan failed");
+	return plan;
+}
+
+static void
+prepare_plans(void)
+{
+	Oid			claim_types[3] = {INT4OID, TEXTOID, INT4OID};
+	Oid			reclaim_types[2] = {TEXTOID, INT4OID};
+	Oid			result_types[6] = {INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+	TEXTARRAYOID, INT8ARRAYOID, TEXTOID};
+
+	/* The last one prepared says they all are. */
+	if (result_plan != NULL)
+		return;
+	claim_plan = keep_plan(claim_sql, 3, claim_types);
+	reclaim_own_plan = keep_plan(reclaim_own_sql, 2, reclaim_types);
+	reclaim_expired_plan = keep_plan(reclaim_expired_sql, 2, reclaim_types);
+	next_due_plan = keep_plan(next_due_sql, 0, NULL);
+	no_provider_plan = keep_plan(no_provider_sql, 0, NULL);
+	result_plan = keep_plan(result_sql, 6, result_types);
+}
+
+/*
+ * Opens a short transaction and locks the tables the sender writes,
+ * without waiting: DROP EXTENSION or anything else holding them goes
+ * first, the sender tries again shortly.  Returns false (transaction still
+ * open) when journey is not installed or a table is busy.
+ */
+static bool journey_installed = true;
+
+static bool
+begin_work(const char *activity)
+{
+	Oid			nsp;
+	const char *tables[3] = {"messages", "providers", "customers"};
+	int			i;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, activity);
+
+	nsp = get_namespace_oid("journey", true);
+	journey_installed = OidIsValid(nsp);
+	for (i = 0; journey_installed && i < lengthof(tables); i++)
+	{
+		Oid			rel = get_relname_relid(tables[i], nsp);
+
+		journey_installed = OidIsValid(rel);
+		if (journey_installed && !ConditionalLockRelationOid(rel, RowExclusiveLock))
+			return false;
+	}
+	if (!journey_installed)
+		return false;
+	prepare_plans();
+	return true;
+}
+
+static void
+end_work(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+static char *
+col_text(HeapTuple tup, TupleDesc desc, int col)
+{
+	return SPI_getvalue(tup, desc, col);
+}
+
+/* Exponential backoff with "equal jitter": half fixed, half random. */
+static int64
+backoff_ms(int attempts)
+{
+	int64		d = journey_retry_base_ms;
+	int			i;
+
+	for (i = 1; i < attempts && d < journey_retry_max_ms; i++)
+		d *= 2;
+	d = Min(d, (int64) journey_retry_max_ms);
+	return d / 2 + (int64) pg_prng_uint64_range(&pg_global_prng_state, 0, d - d / 2);
+}
+
+static void
+add_result(JourneyResult *r)
+{
+	MemoryContext old = MemoryContextSwitchTo(results_cxt);
+
+	if (n_results == max_results)
+	{
+		max_results = Max(64, max_results * 2);
+		results = results == NULL ? palloc(sizeof(JourneyResult) * max_results)
+			: repalloc(results, sizeof(JourneyResult) * max_results);
+	}
+	results[n_results] = *r;
+	results[n_results].error = r->error ? pstrdup(r->error) : NULL;
+	results[n_results].provider_message_id =
+		r->provider_message_id ? pstrdup(r->provider_message_id) : NULL;
+	n_results++;
+	MemoryContextSwitchTo(old);
+}
+
+/* Takes every finished request off the transport as a result to write. */
+static void
+collect_results(void)
+{
+	JourneyRequest *req;
+	CURLcode	rc;
+	long		status;
+
+	while ((req = journey_transport_next_done(&rc, &status)) != NULL)
+	{
+		JourneyResult r;
+
+		journey_request_classify(req, rc, status, &r);
+		add_result(&r);
+		journey_transport_release(req);
+	}
+}
+
+static Datum
+make_array(Datum *values, bool *nulls, int n, Oid elemtype)
+{
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+
+	/* Outside a transaction: no catalog look-up, the two types are known. */
+	if (elemtype == INT8OID)
+		return PointerGetDatum(construct_md_array(values, nulls, 1, dims, lbs, INT8OID,
+												  sizeof(int64), FLOAT8PASSBYVAL,
+												  TYPALIGN_DOUBLE));
+	return PointerGetDatum(construct_md_array(values, nulls, 1, dims, lbs, TEXTOID,
+											  -1, false, TYPALIGN_INT));
+}
+
+/*
+ * Writes the collected results in one transaction (durably: the commit is
+ * synchronous).  On an error they stay in memory and are tried again.
+ */
+static void
+write_results(void)
+{
+	int			n = n_results;
+	Datum	   *ids = palloc(sizeof(Datum) * n);
+	Datum	   *statuses = palloc(sizeof(Datum) * n);
+	Datum	   *errs = palloc(sizeof(Datum) * n);
+	bool	   *err_nulls = palloc(sizeof(bool) * n);
+	Datum	   *pmids = palloc(sizeof(Datum) * n);
+	bool	   *pmid_nulls = palloc(sizeof(bool) * n);
+	Datum	   *delays = palloc(sizeof(Datum) * n);
+	bool	   *no_nulls = palloc0(sizeof(bool) * n);
+	Datum		args[6];
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		JourneyResult *r = &results[i];
+		const char *status;
+		char	   *err = r->error;
+		int64		delay = 0;
+
+		if (r->outcome == JOURNEY_RETRY && r->attempts >= journey_max_attempts)
+		{
+			err = psprintf("gave up after %d attempts: %s", r->attempts, r->error);
+			status = "failed";
+		}
+		else if (r->outcome == JOURNEY_RETRY)
+		{
+			delay = r->retry_after_ms >= 0 ? r->retry_after_ms : backoff_ms(r->attempts);
+			status = "queued";
+		}
+		else
+			status = r->outcome == JOURNEY_SENT ? "sent" : "failed";
+		ids[i] = Int64GetDatum(r->id);
+		statuses[i] = CStringGetTextDatum(status);
+		err_nulls[i] = err == NULL;
+		errs[i] = err ? CStringGetTextDatum(err) : (Datum) 0;
+		pmid_nulls[i] = r->provider_message_id == NULL;
+		pmids[i] = r->provider_message_id ? CStringGetTextDatum(r->provider_message_id) : (Datum) 0;
+		delays[i] = Int64GetDatum(delay);
+	}
+	args[0] = make_array(ids, no_nulls, n, INT8OID);
+	args[1] = make_array(statuses, no_nulls, n, TEXTOID);
+	args[2] = make_array(errs, err_nulls, n, TEXTOID);
+	args[3] = make_array(pmids, pmid_nulls, n, TEXTOID);
+	args[4] = make_array(delays, no_nulls, n, INT8OID);
+	args[5] = CStringGetTextDatum(claim_token);
+
+	if (!begin_work("writing delivery results"))
+	{
+		/* Tables busy or gone: keep the results, try again shortly. */
+		end_work();
+		next_due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 100);
+		return;
+	}
+	if (SPI_execute_plan(result_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "journey sender could not write results");
+	end_work();
+
+	/* A retry is due later; look at the queue again then. */
+	for (i = 0; i < n; i++)
+		if (results[i].outcome == JOURNEY_RETRY)
+			need_claim = true;
+	n_results = 0;
+	max_results = 0;
+	results = NULL;
+	MemoryContextReset(results_cxt);
+}
+
+static JourneyMessage *
+message_from_tuple(HeapTuple tup, TupleDesc desc)
+{
+	JourneyMessage *m = palloc0(sizeof(JourneyMessage));
+	bool		isnull;
+
+	m->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+	m->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
+	m->business_id = col_text(tup, desc, 3);
+	m->customer_id = col_text(tup, desc, 4);
+	m->enrollment_id = col_text(tup, desc, 5);
+	m->sequence_id = col_text(tup, desc, 6);
+	m->step_index = col_text(tup, desc, 7);
+	m->channel = col_text(tup, desc, 8);
+	m->purpose = col_text(tup, desc, 9);
+	m->to_address = col_text(tup, desc, 10);
+	m->subject = col_text(tup, desc, 11);
+	m->body = col_text(tup, desc, 12);
+	m->kind = col_text(tup, desc, 13);
+	m->endpoint = col_text(tup, desc, 14);
+	m->from_address = col_text(tup, desc, 15);
+	m->credentials = col_text(tup, desc, 16);
+	m->settings = col_text(tup, desc, 17);
+	return m;
+}
+
+/* Warns once when due messages wait because no provider serves them. */
+static void
+check_no_provider(void)
+{
+	bool		isnull;
+	int64		count;
+
+	if (SPI_execute_plan(no_provider_plan, NULL, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "journey sender could not count messages without a provider");
+	count = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (count > 0 && !warned_no_provider)
+		ereport(WARNING,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("journey messages are waiting: no provider is configured for them"),
+				 errdetail("%lld due message(s) on channel(s) %s have no enabled provider of their business and no default one.",
+						   (long long) count,
+						   col_text(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2)),
+				 errhint("Insert a row into journey.providers for the channel; the messages stay queued until then.")));
+	warned_no_provider = count > 0;
+}
+
+/*
+ * Claims due messages up to the free capacity, commits, then starts their
+ * requests.  The claim's commit is durable, like every other: the attempt
+ * it counts is what stops a message that crashes the sender from being
+ * tried forever.
+ */
+static void
+claim_and_send(void)
+{
+	int			room = journey_max_concurrency - journey_transport_in_flight();
+	int			want = Min(room, journey_batch_size);
+	TimestampTz now = GetCurrentTimestamp();
+	bool		poll = now >= next_poll;
+	Datum		args[3];
+	JourneyMessage **msgs = NULL;
+	uint64		got = 0;
+	uint64		i;
+
+	need_claim = false;
+	if (!begin_work("claiming messages"))
+	{
+		end_work();
+		/* Busy tables: try again shortly.  No journey: wait for a wake-up. */
+		need_claim = false;
+		next_poll = TimestampTzPlusMilliseconds(now, journey_poll_interval_ms);
+		if (journey_installed)
+			next_due = TimestampTzPlusMilliseconds(now, 200);
+		return;
+	}
+
+	args[0] = CStringGetTextDatum(claim_token);
+	args[1] = Int32GetDatum(journey_max_attempts);
+	if (reclaim_own)
+	{
+		if (SPI_execute_plan(reclaim_own_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "journey sender could not reclaim its messages");
+		if (SPI_processed > 0)
+			ereport(LOG,
+					(errmsg("journey sender put back %llu message(s) an earlier sender left unfinished",
+							(unsigned long long) SPI_processed)));
+		reclaim_own = false;
+	}
+	if (SPI_execute_plan(reclaim_expired_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "journey sender could not reclaim expired leases");
+
+	args[0] = Int32GetDatum(want);
+	args[1] = CStringGetTextDatum(claim_token);
+	args[2] = Int32GetDatum(journey_lease_ms);
+	if (SPI_execute_plan(claim_plan, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "journey sender could not claim messages");
+	got = SPI_processed;
+	if (got > 0)
+	{
+		MemoryContext old = MemoryContextSwitchTo(loop_cxt);
+
+		msgs = palloc(sizeof(JourneyMessage *) * got);
+		for (i = 0; i < got; i++)
+		{
+			/* Each message lives in its request's context until released. */
+			MemoryContextSwitchTo(AllocSetContextCreate(requests_cxt, "journey request",
+														ALLOCSET_SMALL_SIZES));
+			msgs[i] = message_from_tuple(SPI_tuptable->vals[i], SPI_tuptable->tupdesc);
+		}
+		MemoryContextSwitchTo(old);
+	}
+	if ((int) got == want)
+		need_claim = true;		/* there may be more */
+	else
+	{
+		bool		isnull;
+		Datum		d;
+
+		if (SPI_execute_plan(next_due_plan, NULL, NULL, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "journey sender could not look up the next due message");
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		next_due = isnull ? 0 : DatumGetTimestampTz(d);
+	}
+	if (poll)
+	{
+		check_no_provider();
+		next_poll = TimestampTzPlusMilliseconds(now, journey_poll_interval_ms);
+	}
+	end_work();
+
+	/* Committed: now, and only now, the network. */
+	for (i = 0; i < got; i++)
+	{
+		char	   *error = NULL;
+		MemoryContext cxt = GetMemoryChunkContext(msgs[i]);
+		JourneyRequest *req = journey_request_build(msgs[i], cxt, &error);
+
+		if (req == NULL)
+		{
+			JourneyResult r = {msgs[i]->id, msgs[i]->attempts, JOURNEY_FAILED,
+			error, NULL, -1};
+
+			add_result(&r);
+			MemoryContextDelete(cxt);
+			continue;
+		}
+		journey_transport_start(req);
+	}
+}
+
+/*
+ * Whether there is room for a claim: none in flight, or half the capacity
+ * free, so a busy sender claims in batches instead of one by one.
+ */
+static bool
+room_to_claim(void)
+{
+	int			n = journey_transport_in_flight();
+
+	return n == 0 || journey_max_concurrency - n >= Max(1, journey_max_concurrency / 2);
+}
+
+static long
+wait_timeout(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	long		t;
+	long		curl_t = journey_transport_timeout_ms();
+	bool		room = room_to_claim();
+
+	if (need_claim && room)
+		return 0;
+	t = next_poll > now ? (long) ((next_poll - now) / 1000) + 1 : 0;
+	if (curl_t >= 0)
+		t = Min(t, curl_t);
+	if (next_due != 0 && room)
+		t = Min(t, next_due > now ? (long) ((next_due - now) / 1000) + 1 : 0);
+	if (n_results > 0)
+		t = Min(t, 100);
+	return t;
+}
+
+static void
+sender_detach(int code, Datum arg)
+{
+	SpinLockAcquire(&journey_sender_shmem->mutex);
+	journey_sender_shmem->slots[my_slot].pid = 0;
+	journey_sender_shmem->slots[my_slot].latch = NULL;
+	SpinLockRelease(&journey_sender_shmem->mutex);
+}
+
+/* Logs an error of one pass, cleans up, and lets the loop go on. */
+static void
+recover_from_error(void)
+{
+	HOLD_INTERRUPTS();
+	EmitErrorReport();
+	AbortOutOfAnyTransaction();
+	SPI_finish();
+	FlushErrorState();
+	RESUME_INTERRUPTS();
+	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
 void
 journey_sender_main(Datum main_arg)
 {
+	JourneySenderArgs args;
+	WaitEventSet *wes;
+
+	memcpy(&args, MyBgworkerEntry->bgw_extra, sizeof(args));
+	my_slot = args.slot;
+	am_sender = true;
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnectionByOid(DatumGetObjectId(main_arg), args.roleoid, 0);
+	pgstat_report_appname("journey sender");
+
+	SpinLockAcquire(&journey_sender_shmem->mutex);
+	journey_sender_shmem->slots[my_slot].pid = MyProcPid;
+	journey_sender_shmem->slots[my_slot].latch = MyLatch;
+	SpinLockRelease(&journey_sender_shmem->mutex);
+	before_shmem_exit(sender_detach, (Datum) 0);
+
+	snprintf(claim_token, sizeof(claim_token), UINT64_FORMAT, GetSystemIdentifier());
+	loop_cxt = AllocSetContextCreate(TopMemoryContext, "journey sender loop",
+									 ALLOCSET_DEFAULT_SIZES);
+	results_cxt = AllocSetContextCreate(TopMemoryContext, "journey sender results",
+										ALLOCSET_DEFAULT_SIZES);
+	requests_cxt = AllocSetContextCreate(TopMemoryContext, "journey sender requests",
+										 ALLOCSET_DEFAULT_SIZES);
+	journey_transport_init();
+
+	wes = CreateWaitEventSet(TopMemoryContext, 3);
+	AddWaitEventToSet(wes, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(wes, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	AddWaitEventToSet(wes, WL_SOCKET_READABLE, journey_transport_fd(), NULL, NULL);
+
+	if (journey_lease_ms <= journey_http_timeout_ms)
+		ereport(WARNING,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("journey.lease_ms (%d) is not longer than journey.http_timeout_ms (%d)",
+						journey_lease_ms, journey_http_timeout_ms),
+				 errhint("A lease shorter than a request lets a message be sent twice.")));
+	ereport(LOG, (errmsg("journey sender started for database \"%s\"", args.dbname)));
+
+	for (;;)
+	{
+		WaitEvent	events[3];
+		int			n;
+		int			i;
+
+		MemoryContextReset(loop_cxt);
+		MemoryContextSwitchTo(loop_cxt);
+		n = WaitEventSetWait(wes, wait_timeout(), events, lengthof(events),
+							 PG_WAIT_EXTENSION);
+		for (i = 0; i < n; i++)
+			if (events[i].events & WL_LATCH_SET)
+			{
+				ResetLatch(MyLatch);
+				need_claim = true;
+			}
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+			journey_transport_configure();
+			need_claim = true;
+		}
+		if (journey_sender_shmem->slots[my_slot].stop_requested)
+		{
+			ereport(LOG,
+					(errmsg("journey sender leaves database \"%s\" so it can be dropped or renamed",
+							args.dbname)));
+			proc_exit(0);
+		}
+
+		journey_transport_drive();
+		collect_results();
+		if (GetCurrentTimestamp() >= next_poll ||
+			(next_due != 0 && GetCurrentTimestamp() >= next_due))
+		{
+			need_claim = true;
+			next_due = 0;
+		}
+
+		PG_TRY();
+		{
+			if (n_results > 0)
+				write_results();
+			if (need_claim && n_results == 0 && room_to_claim())
+				claim_and_send();
+		}
+		PG_CATCH();
+		{
+			MemoryContextSwitchTo(loop_cxt);
+			recover_from_error();
+			/* Don't spin on a persistent error. */
+			need_claim = false;
+			next_due = 0;
+			next_poll = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000);
+		}
+		PG_END_TRY();
+	}
 }

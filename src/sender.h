@@ -1,0 +1,141 @@
+/*-------------------------------------------------------------------------
+ *
+ * sender.h
+ *	  Declarations private to the sender: the launcher (launcher.c), the
+ *	  sender loop (worker.c), the libcurl transport (transport.c) and the
+ *	  provider kinds (providers.c).
+ *
+ * The launcher is a static background worker connected to no database; it
+ * starts one dynamic "journey sender" per database named in
+ * journey.database_name.  Each sender claims messages, hands them to the
+ * transport and writes back what the provider answered.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef JOURNEY_SENDER_H
+#define JOURNEY_SENDER_H
+
+#include "postgres.h"
+
+#include <curl/curl.h>
+
+#include "lib/stringinfo.h"
+#include "storage/latch.h"
+#include "storage/spin.h"
+#include "utils/timestamp.h"
+
+/* Databases one server can serve at once (entries of journey.database_name). */
+#define JOURNEY_MAX_SENDERS 16
+
+/* One sender's place in shared memory. */
+typedef struct JourneySenderSlot
+{
+	Oid			dboid;			/* database served; InvalidOid when free */
+	pid_t		pid;			/* running sender, 0 when none */
+	Latch	   *latch;			/* its latch, set to wake it */
+	bool		stop_requested; /* leave the database (it is being dropped) */
+	TimestampTz stop_requested_at;
+} JourneySenderSlot;
+
+typedef struct JourneySenderShmem
+{
+	slock_t		mutex;
+	Latch	   *launcher_latch;
+	JourneySenderSlot slots[JOURNEY_MAX_SENDERS];
+} JourneySenderShmem;
+
+/* NULL unless the library was preloaded (no worker, nothing to wake). */
+extern JourneySenderShmem *journey_sender_shmem;
+
+/* What the launcher passes a sender in bgw_extra. */
+typedef struct JourneySenderArgs
+{
+	int			slot;
+	Oid			roleoid;
+	char		dbname[NAMEDATALEN];
+} JourneySenderArgs;
+
+extern PGDLLEXPORT void journey_launcher_main(Datum main_arg);
+
+/* A claimed message with the provider that delivers it. */
+typedef struct JourneyMessage
+{
+	int64		id;
+	int			attempts;		/* including the one under way */
+	char	   *business_id;
+	char	   *customer_id;	/* NULL when none */
+	char	   *enrollment_id;
+	char	   *sequence_id;
+	char	   *step_index;
+	char	   *channel;
+	char	   *purpose;
+	char	   *to_address;
+	char	   *subject;
+	char	   *body;
+	char	   *kind;			/* provider kind */
+	char	   *endpoint;
+	char	   *from_address;
+	char	   *credentials;	/* never logged, never in last_error */
+	char	   *settings;		/* provider settings, jsonb as text */
+} JourneyMessage;
+
+typedef enum JourneyOutcome
+{
+	JOURNEY_SENT,
+	JOURNEY_RETRY,
+	JOURNEY_FAILED
+} JourneyOutcome;
+
+/* A request to one provider, built by providers.c, run by transport.c. */
+typedef struct JourneyRequest
+{
+	MemoryContext cxt;			/* holds this struct and all it points to */
+	JourneyMessage *msg;
+	CURL	   *easy;
+	bool		is_smtp;
+	char	   *url;
+	char	   *payload;		/* HTTP body or the RFC 5322 message */
+	size_t		payload_len;
+	size_t		payload_sent;	/* SMTP upload position */
+	struct curl_slist *headers; /* HTTP headers (libcurl-allocated) */
+	struct curl_slist *rcpt;	/* SMTP recipients (libcurl-allocated) */
+	char	   *username;
+	char	   *password;
+	char	   *mail_from;
+	const char *id_key;			/* response JSON key of the provider's id */
+	char	   *provider_message_id;	/* known before sending (SMTP) */
+	StringInfoData response;	/* response body, truncated */
+	int64		retry_after_ms; /* from Retry-After, -1 when absent */
+	char		errbuf[CURL_ERROR_SIZE];
+} JourneyRequest;
+
+/* What became of one attempt. */
+typedef struct JourneyResult
+{
+	int64		id;
+	int			attempts;
+	JourneyOutcome outcome;
+	char	   *error;			/* why it was retried or failed */
+	char	   *provider_message_id;
+	int64		retry_after_ms; /* -1: use the backoff */
+} JourneyResult;
+
+/* providers.c */
+/* Builds msg's request in cxt (which holds msg); NULL and *error if it can't. */
+extern JourneyRequest *journey_request_build(JourneyMessage *msg, MemoryContext cxt,
+											 char **error);
+extern void journey_request_classify(JourneyRequest *req, CURLcode rc, long status,
+									 JourneyResult *res);
+
+/* transport.c */
+extern void journey_transport_init(void);
+extern void journey_transport_configure(void);
+extern int	journey_transport_fd(void);
+extern void journey_transport_start(JourneyRequest *req);
+extern void journey_transport_drive(void);
+extern long journey_transport_timeout_ms(void);
+extern JourneyRequest *journey_transport_next_done(CURLcode *rc, long *status);
+extern void journey_transport_release(JourneyRequest *req);
+extern int	journey_transport_in_flight(void);
+
+#endif							/* JOURNEY_SENDER_H */
