@@ -191,6 +191,8 @@ start_sender(int i, Oid dboid, Oid roleoid)
 	BackgroundWorker worker;
 	JourneySenderArgs args;
 	LauncherSlot *ls = &lslots[i];
+	MemoryContext old;
+	bool		registered;
 
 	memset(&worker, 0, sizeof(worker));
 	memset(&args, 0, sizeof(args));
@@ -214,7 +216,11 @@ start_sender(int i, Oid dboid, Oid roleoid)
 	journey_sender_shmem->slots[i].stop_requested = false;
 	SpinLockRelease(&journey_sender_shmem->mutex);
 
-	if (!RegisterDynamicBackgroundWorker(&worker, &ls->handle))
+	/* The handle must outlive this pass's transaction. */
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	registered = RegisterDynamicBackgroundWorker(&worker, &ls->handle);
+	MemoryContextSwitchTo(old);
+	if (!registered)
 	{
 		ereport(WARNING,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
@@ -269,7 +275,10 @@ stop_slot(int i)
 	LauncherSlot *ls = &lslots[i];
 
 	if (ls->handle)
+	{
 		TerminateBackgroundWorker(ls->handle);
+		pfree(ls->handle);
+	}
 	ls->handle = NULL;
 	ls->dbname[0] = '\0';
 	SpinLockAcquire(&journey_sender_shmem->mutex);
@@ -374,6 +383,7 @@ launcher_pass(void)
 		if (ls->handle)
 		{
 			/* It exited: back off if it did not last, else restart soon. */
+			pfree(ls->handle);
 			ls->handle = NULL;
 			if (TimestampDifferenceExceeds(ls->started_at, now, RESTART_MAX_MS))
 				ls->backoff_ms = RESTART_MIN_MS;
@@ -414,6 +424,8 @@ launcher_pass(void)
 void
 journey_launcher_main(Datum main_arg)
 {
+	MemoryContext loop_cxt;
+
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
@@ -425,11 +437,15 @@ journey_launcher_main(Datum main_arg)
 	journey_sender_shmem->launcher_latch = MyLatch;
 	SpinLockRelease(&journey_sender_shmem->mutex);
 	memset(lslots, 0, sizeof(lslots));
+	loop_cxt = AllocSetContextCreate(TopMemoryContext, "journey launcher loop",
+									 ALLOCSET_DEFAULT_SIZES);
 
 	for (;;)
 	{
 		long		wait_ms;
 
+		MemoryContextReset(loop_cxt);
+		MemoryContextSwitchTo(loop_cxt);
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 		{
@@ -437,6 +453,7 @@ journey_launcher_main(Datum main_arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 		wait_ms = launcher_pass();
+		MemoryContextSwitchTo(loop_cxt);
 		pgstat_report_activity(STATE_IDLE, NULL);
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 Max(wait_ms, 10), PG_WAIT_EXTENSION);
