@@ -329,6 +329,10 @@ LANGUAGE C;
 CREATE TRIGGER messages_wake_sender
     AFTER INSERT OR UPDATE OF status, send_after ON journey.messages
     FOR EACH STATEMENT EXECUTE FUNCTION journey.wake_sender();
+-- Messages waiting for a provider go as soon as one is configured.
+CREATE TRIGGER providers_wake_sender
+    AFTER INSERT OR UPDATE ON journey.providers
+    FOR EACH STATEMENT EXECUTE FUNCTION journey.wake_sender();
 
 -- ===================================================================
 -- Tenancy and security (src/tenant.c)

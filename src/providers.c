@@ -235,6 +235,32 @@ addr_spec(const char *s)
 	return header_safe(s);
 }
 
+/*
+ * An address header: "Name <addr>" with a non-ASCII name gets the name as
+ * an RFC 2047 encoded-word; anything else goes as it is.
+ */
+static void
+append_address_header(StringInfo b, const char *name, const char *value)
+{
+	char	   *v = header_safe(value);
+	char	   *lt = strrchr(v, '<');
+
+	appendStringInfo(b, "%s: ", name);
+	if (!is_ascii(v) && lt && lt > v)
+	{
+		char	   *display = pnstrdup(v, lt - v);
+		int			len = strlen(display);
+
+		while (len > 0 && display[len - 1] == ' ')
+			display[--len] = '\0';
+		appendStringInfoString(b, "=?UTF-8?B?");
+		append_base64(b, display, len, false);
+		appendStringInfo(b, "?= %s\r\n", lt);
+	}
+	else
+		appendStringInfo(b, "%s\r\n", v);
+}
+
 static const char *
 build_smtp(JourneyRequest *req)
 {
@@ -269,8 +295,8 @@ build_smtp(JourneyRequest *req)
 
 	initStringInfo(&b);
 	appendStringInfo(&b, "Date: %s\r\n", date);
-	appendStringInfo(&b, "From: %s\r\n", header_safe(m->from_address));
-	appendStringInfo(&b, "To: %s\r\n", header_safe(m->to_address));
+	append_address_header(&b, "From", m->from_address);
+	append_address_header(&b, "To", m->to_address);
 	subject = header_safe(m->subject);
 	if (is_ascii(subject))
 		appendStringInfo(&b, "Subject: %s\r\n", subject);

@@ -711,6 +711,7 @@ journey_sender_main(Datum main_arg)
 			ProcessConfigFile(PGC_SIGHUP);
 			journey_transport_configure();
 			need_claim = true;
+			next_poll = 0;		/* the interval may have changed */
 		}
 		if (journey_sender_shmem->slots[my_slot].stop_requested)
 		{

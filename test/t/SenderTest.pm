@@ -34,9 +34,7 @@ journey.http_timeout_ms = 2000
 journey.lease_ms = 5000
 journey.poll_interval_ms = 600000
 restart_after_crash = on
-log_min_messages = log
 log_statement = none
-log_error_verbosity = verbose
 } . ($extra // ''));
 	$node->start;
 	$node->safe_psql('postgres', 'CREATE EXTENSION journey');
