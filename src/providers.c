@@ -500,6 +500,7 @@ void
 journey_request_classify(JourneyRequest *req, CURLcode rc, long status,
 						 JourneyResult *res)
 {
+	res->relid = req->msg->relid;
 	res->id = req->msg->id;
 	res->attempts = req->msg->attempts;
 	res->retry_after_ms = -1;

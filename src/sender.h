@@ -60,6 +60,7 @@ extern PGDLLEXPORT void journey_launcher_main(Datum main_arg);
 /* A claimed message with the provider that delivers it. */
 typedef struct JourneyMessage
 {
+	Oid			relid;			/* journey.messages it was claimed from */
 	int64		id;
 	int			attempts;		/* including the one under way */
 	char	   *business_id;
@@ -112,6 +113,7 @@ typedef struct JourneyRequest
 /* What became of one attempt. */
 typedef struct JourneyResult
 {
+	Oid			relid;			/* journey.messages it belongs to */
 	int64		id;
 	int			attempts;
 	JourneyOutcome outcome;

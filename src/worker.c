@@ -255,6 +255,7 @@ prepare_plans(void)
  * open) when journey is not installed or a table is busy.
  */
 static bool journey_installed = true;
+static Oid	messages_relid = InvalidOid;	/* as of the last begin_work */
 
 static bool
 begin_work(const char *activity)
@@ -276,6 +277,8 @@ begin_work(const char *activity)
 		Oid			rel = get_relname_relid(tables[i], nsp);
 
 		journey_installed = OidIsValid(rel);
+		if (i == 0)
+			messages_relid = rel;
 		if (journey_installed && !ConditionalLockRelationOid(rel, RowExclusiveLock))
 			return false;
 	}
@@ -373,25 +376,46 @@ make_array(Datum *values, bool *nulls, int n, Oid elemtype)
 static void
 write_results(void)
 {
-	int			n = n_results;
-	Datum	   *ids = palloc(sizeof(Datum) * n);
-	Datum	   *statuses = palloc(sizeof(Datum) * n);
-	Datum	   *errs = palloc(sizeof(Datum) * n);
-	bool	   *err_nulls = palloc(sizeof(bool) * n);
-	Datum	   *pmids = palloc(sizeof(Datum) * n);
-	bool	   *pmid_nulls = palloc(sizeof(bool) * n);
-	Datum	   *delays = palloc(sizeof(Datum) * n);
-	bool	   *no_nulls = palloc0(sizeof(bool) * n);
+	int			n = 0;
+	Datum	   *ids = palloc(sizeof(Datum) * n_results);
+	Datum	   *statuses = palloc(sizeof(Datum) * n_results);
+	Datum	   *errs = palloc(sizeof(Datum) * n_results);
+	bool	   *err_nulls = palloc(sizeof(bool) * n_results);
+	Datum	   *pmids = palloc(sizeof(Datum) * n_results);
+	bool	   *pmid_nulls = palloc(sizeof(bool) * n_results);
+	Datum	   *delays = palloc(sizeof(Datum) * n_results);
+	bool	   *no_nulls = palloc0(sizeof(bool) * n_results);
 	Datum		args[6];
 	int			i;
+	MemoryContext cxt = CurrentMemoryContext;
 
-	for (i = 0; i < n; i++)
+	if (!begin_work("writing delivery results"))
+	{
+		end_work();
+		if (journey_installed)
+		{
+			/* Tables busy: keep the results, try again shortly. */
+			next_due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 100);
+			return;
+		}
+		/* journey was dropped while they were in flight: nothing to update. */
+		n_results = 0;
+		max_results = 0;
+		results = NULL;
+		MemoryContextReset(results_cxt);
+		return;
+	}
+	MemoryContextSwitchTo(cxt);
+	for (i = 0; i < n_results; i++)
 	{
 		JourneyResult *r = &results[i];
 		const char *status;
 		char	   *err = r->error;
 		int64		delay = 0;
 
+		/* Claimed from a journey.messages since dropped and created again. */
+		if (r->relid != messages_relid)
+			continue;
 		if (r->outcome == JOURNEY_RETRY && r->attempts >= journey_max_attempts)
 		{
 			err = psprintf("gave up after %d attempts: %s", r->attempts, r->error);
@@ -401,16 +425,18 @@ write_results(void)
 		{
 			delay = r->retry_after_ms >= 0 ? r->retry_after_ms : backoff_ms(r->attempts);
 			status = "queued";
+			need_claim = true;	/* look at the queue again when it is due */
 		}
 		else
 			status = r->outcome == JOURNEY_SENT ? "sent" : "failed";
-		ids[i] = Int64GetDatum(r->id);
-		statuses[i] = CStringGetTextDatum(status);
-		err_nulls[i] = err == NULL;
-		errs[i] = err ? CStringGetTextDatum(err) : (Datum) 0;
-		pmid_nulls[i] = r->provider_message_id == NULL;
-		pmids[i] = r->provider_message_id ? CStringGetTextDatum(r->provider_message_id) : (Datum) 0;
-		delays[i] = Int64GetDatum(delay);
+		ids[n] = Int64GetDatum(r->id);
+		statuses[n] = CStringGetTextDatum(status);
+		err_nulls[n] = err == NULL;
+		errs[n] = err ? CStringGetTextDatum(err) : (Datum) 0;
+		pmid_nulls[n] = r->provider_message_id == NULL;
+		pmids[n] = r->provider_message_id ? CStringGetTextDatum(r->provider_message_id) : (Datum) 0;
+		delays[n] = Int64GetDatum(delay);
+		n++;
 	}
 	args[0] = make_array(ids, no_nulls, n, INT8OID);
 	args[1] = make_array(statuses, no_nulls, n, TEXTOID);
@@ -419,21 +445,10 @@ write_results(void)
 	args[4] = make_array(delays, no_nulls, n, INT8OID);
 	args[5] = CStringGetTextDatum(claim_token);
 
-	if (!begin_work("writing delivery results"))
-	{
-		/* Tables busy or gone: keep the results, try again shortly. */
-		end_work();
-		next_due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 100);
-		return;
-	}
-	if (SPI_execute_plan(result_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
+	if (n > 0 && SPI_execute_plan(result_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "journey sender could not write results");
 	end_work();
 
-	/* A retry is due later; look at the queue again then. */
-	for (i = 0; i < n; i++)
-		if (results[i].outcome == JOURNEY_RETRY)
-			need_claim = true;
 	n_results = 0;
 	max_results = 0;
 	results = NULL;
@@ -446,6 +461,7 @@ message_from_tuple(HeapTuple tup, TupleDesc desc)
 	JourneyMessage *m = palloc0(sizeof(JourneyMessage));
 	bool		isnull;
 
+	m->relid = messages_relid;
 	m->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 	m->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
 	m->business_id = col_text(tup, desc, 3);
@@ -580,8 +596,8 @@ claim_and_send(void)
 
 		if (req == NULL)
 		{
-			JourneyResult r = {msgs[i]->id, msgs[i]->attempts, JOURNEY_FAILED,
-			error, NULL, -1};
+			JourneyResult r = {msgs[i]->relid, msgs[i]->id, msgs[i]->attempts,
+			JOURNEY_FAILED, error, NULL, -1};
 
 			add_result(&r);
 			MemoryContextDelete(cxt);

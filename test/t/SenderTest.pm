@@ -75,11 +75,12 @@ sub wait_for
 {
 	my ($node, $sql, $expected, $secs) = @_;
 	my $deadline = time + ($secs // 30);
-	my $got;
+	my $got = '';
 	while (time < $deadline)
 	{
-		$got = $node->safe_psql('postgres', $sql);
-		return 1 if $got eq $expected;
+		# Errors (a server restarting after a crash) just mean "not yet".
+		my $rc = $node->psql('postgres', $sql, stdout => \$got, on_error_die => 0);
+		return 1 if $rc == 0 && $got eq $expected;
 		usleep(50_000);
 	}
 	diag("waited for [$sql] = [$expected], last got [$got]");

@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Benchmark of the sender: drains N queued messages (default 100000) to a
+# local keep-alive HTTP sink (test/sinks/fast_sink.c) and prints throughput,
+# commit-to-delivery latency while draining, the latency of one message on
+# an idle system, the sender's memory, and that no request failed.
+#
+#   PG_CONFIG=... bash test/bench/sender.sh [N]
+#
+# Builds a throwaway cluster in a temp dir (as the postgres OS user when run
+# as root), with durable commits (fsync and synchronous_commit on) and the
+# open-file limit at 1024, the usual Linux default.  Talks to 127.0.0.1 only.
+set -euo pipefail
+src=$(cd "$(dirname "$0")/../.." && pwd)
+N=${1:-100000}
+PG_CONFIG=${PG_CONFIG:-pg_config}
+
+if [ "$(id -u)" = 0 ]; then
+    make -C "$src" -s PG_CONFIG="$PG_CONFIG" install >/dev/null
+    dir=$(mktemp -d /tmp/journey-bench.XXXXXX)
+    cp "$src/test/bench/sender.sh" "$src/test/sinks/fast_sink.c" "$dir/"
+    chown -R postgres: "$dir"
+    exec runuser -u postgres -- env PG_CONFIG="$PG_CONFIG" BENCH_DIR="$dir" \
+        bash "$dir/sender.sh" "$N"
+fi
+dir=${BENCH_DIR:-$(mktemp -d /tmp/journey-bench.XXXXXX)}
+bin=$("$PG_CONFIG" --bindir)
+port=$((20000 + RANDOM % 20000))
+sinkport=$((port + 1))
+sinkc=$( [ -f "$dir/fast_sink.c" ] && echo "$dir/fast_sink.c" || echo "$src/test/sinks/fast_sink.c")
+gcc -O2 -o "$dir/fast_sink" "$sinkc"
+
+ulimit -n 1024
+echo "open-file limit (soft) for the server and the sink: $(ulimit -n)"
+echo "cores: $(nproc)"
+
+"$bin/initdb" -D "$dir/data" -A trust >/dev/null
+cat >> "$dir/data/postgresql.conf" <<EOF
+listen_addresses = ''
+unix_socket_directories = '$dir'
+port = $port
+shared_preload_libraries = 'journey'
+journey.database_name = 'postgres'
+fsync = on
+synchronous_commit = on
+shared_buffers = 256MB
+max_wal_size = 4GB
+EOF
+"$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w start >/dev/null
+psql() { "$bin/psql" -h "$dir" -p "$port" -X -q -v ON_ERROR_STOP=1 -At postgres "$@"; }
+cleanup() {
+    [ -n "${sinkpid:-}" ] && kill "$sinkpid" 2>/dev/null || true
+    "$bin/pg_ctl" -D "$dir/data" -m fast stop >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+"$dir/fast_sink" "$sinkport" "$dir/sink.txt" > "$dir/sink.out" &
+sinkpid=$!
+for _ in $(seq 50); do grep -q ready "$dir/sink.out" 2>/dev/null && break; sleep 0.1; done
+
+psql <<EOF
+CREATE EXTENSION journey;
+INSERT INTO journey.businesses (name) VALUES ('Bench');
+INSERT INTO journey.providers (channel, kind, endpoint, from_address)
+VALUES ('email', 'webhook', 'http://127.0.0.1:$sinkport/ok', 'bench@example.com');
+EOF
+biz=$(psql -c "SELECT id FROM journey.businesses")
+sender_pid() { psql -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'journey sender'"; }
+for _ in $(seq 50); do [ -n "$(sender_pid)" ] && break; sleep 0.1; done
+spid=$(sender_pid)
+rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+
+# 1. One message at a time on an idle system.
+: > "$dir/single.txt"
+for i in $(seq 30); do
+    t=$(psql <<EOF
+BEGIN;
+INSERT INTO journey.messages (business_id, channel, to_address, body)
+VALUES ('$biz', 'email', 'idle$i@example.com', 'hello') RETURNING id;
+SELECT extract(epoch FROM clock_timestamp());
+COMMIT;
+EOF
+)
+    echo "$t" | tr '\n' ' ' >> "$dir/single.txt"; echo >> "$dir/single.txt"
+    sleep 0.2
+done
+rss_before=$(rss "$spid")
+
+# 2. N messages queued in one transaction, drained.
+t_commit=$(psql <<EOF
+BEGIN;
+INSERT INTO journey.messages (business_id, channel, to_address, body)
+SELECT '$biz', 'email', 'c' || g || '@example.com', 'Hello customer ' || g
+FROM generate_series(1, $N) g;
+SELECT extract(epoch FROM clock_timestamp());
+COMMIT;
+EOF
+)
+total=$((N + 30))
+while :; do
+    sent=$(psql -c "SELECT count(*) FROM journey.messages WHERE status = 'sent'")
+    [ "$sent" -ge "$total" ] && break
+    left=$(psql -c "SELECT count(*) FROM journey.messages WHERE status IN ('queued', 'sending')")
+    [ "$left" = 0 ] && break
+    sleep 0.05
+done
+t_durable=$(psql -c "SELECT extract(epoch FROM clock_timestamp())")
+rss_after=$(rss "$spid")
+statuses=$(psql -c "SELECT string_agg(status || '=' || n, ' ') FROM (SELECT status, count(*) n FROM journey.messages GROUP BY 1 ORDER BY 1) s")
+attempts=$(psql -c "SELECT max(attempts) FROM journey.messages")
+errors=$(psql -c "SELECT count(*) FROM journey.messages WHERE last_error IS NOT NULL")
+
+kill "$sinkpid"; wait "$sinkpid" || true; sinkpid=
+
+python3 - "$dir" "$t_commit" "$t_durable" "$N" <<'EOF'
+import sys
+d, t_commit, t_durable, n = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+recv = {}
+dups = 0
+for line in open(d + "/sink.txt"):
+    k, t = line.split()
+    if k in recv:
+        dups += 1
+    else:
+        recv[k] = int(t) / 1e6
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(p / 100.0 * len(xs)))]
+single = []
+for line in open(d + "/single.txt"):
+    i, t = line.split()
+    single.append((recv[i] - float(t)) * 1000)
+bulk = [t for k, t in recv.items() if int(k) > 30]
+lat = [(t - t_commit) * 1000 for t in bulk]
+first, last = min(bulk), max(bulk)
+print("single message, idle system (commit -> sink), %d samples: p50 %.1f ms, p99 %.1f ms, max %.1f ms"
+      % (len(single), pct(single, 50), pct(single, 99), max(single)))
+print("drain of %d messages queued in one transaction:" % n)
+print("  received by the sink: %d distinct, %d duplicates" % (len(bulk), dups))
+print("  throughput, commit -> every status durably written: %.0f messages/s (%.2f s)"
+      % (n / (t_durable - t_commit), t_durable - t_commit))
+print("  throughput at the sink, first -> last request: %.0f requests/s" % (n / (last - first)))
+print("  commit -> delivery latency: p50 %.0f ms, p99 %.0f ms (includes the wait in the queue)"
+      % (pct(lat, 50), pct(lat, 99)))
+EOF
+echo "  statuses: $statuses; max attempts: $attempts; messages with an error: $errors"
+echo "  sender RSS: ${rss_before} kB before the drain, ${rss_after} kB after"
