@@ -67,7 +67,8 @@ biz=$(psql -c "SELECT id FROM journey.businesses")
 sender_pid() { psql -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'journey sender'"; }
 for _ in $(seq 50); do [ -n "$(sender_pid)" ] && break; sleep 0.1; done
 spid=$(sender_pid)
-rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+# Private memory only: RSS would also count the shared buffers it touched.
+rss() { awk '/RssAnon/ {print $2}' "/proc/$1/status"; }
 
 # 1. One message at a time on an idle system.
 : > "$dir/single.txt"
@@ -105,13 +106,45 @@ while :; do
 done
 t_durable=$(psql -c "SELECT extract(epoch FROM clock_timestamp())")
 rss_after=$(rss "$spid")
+
+# 3. A steady stream: RATE messages/s for STREAM_S seconds, committed in
+#    batches of 100, each batch's time just before its commit recorded.
+RATE=${RATE:-10000}
+STREAM_S=${STREAM_S:-10}
+batches=$((RATE * STREAM_S / 100))
+psql -c "CREATE TABLE bench_batches (b int, t float8)"
+psql <<EOF
+DO \$\$
+DECLARE
+    start timestamptz := clock_timestamp();
+    i int;
+BEGIN
+    FOR i IN 1..$batches LOOP
+        INSERT INTO journey.messages (business_id, channel, to_address, subject, body)
+        SELECT '$biz', 'email', 's' || g || '@example.com', 'stream ' || i, 'Hello ' || g
+        FROM generate_series(1, 100) g;
+        INSERT INTO bench_batches VALUES (i, extract(epoch FROM clock_timestamp()));
+        COMMIT;
+        PERFORM pg_catalog.pg_sleep(GREATEST(0, extract(epoch FROM
+            start + i * interval '1 second' * 100 / $RATE - clock_timestamp())));
+    END LOOP;
+END
+\$\$;
+EOF
+while :; do
+    left=$(psql -c "SELECT count(*) FROM journey.messages WHERE status IN ('queued', 'sending')")
+    [ "$left" = 0 ] && break
+    sleep 0.05
+done
+psql -F ' ' -c "SELECT m.id, b.t FROM journey.messages m JOIN bench_batches b ON m.subject = 'stream ' || b.b" > "$dir/stream.txt"
+rss_stream=$(rss "$spid")
 statuses=$(psql -c "SELECT string_agg(status || '=' || n, ' ') FROM (SELECT status, count(*) n FROM journey.messages GROUP BY 1 ORDER BY 1) s")
 attempts=$(psql -c "SELECT max(attempts) FROM journey.messages")
 errors=$(psql -c "SELECT count(*) FROM journey.messages WHERE last_error IS NOT NULL")
 
 kill "$sinkpid"; wait "$sinkpid" || true; sinkpid=
 
-python3 - "$dir" "$t_commit" "$t_durable" "$N" <<'EOF'
+python3 - "$dir" "$t_commit" "$t_durable" "$N" "$RATE" "$STREAM_S" <<'EOF'
 import sys
 d, t_commit, t_durable, n = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
 recv = {}
@@ -129,7 +162,11 @@ single = []
 for line in open(d + "/single.txt"):
     i, t = line.split()
     single.append((recv[i] - float(t)) * 1000)
-bulk = [t for k, t in recv.items() if int(k) > 30]
+stream = {}
+for line in open(d + "/stream.txt"):
+    i, t = line.split()
+    stream[i] = float(t)
+bulk = [t for k, t in recv.items() if int(k) > 30 and k not in stream]
 lat = [(t - t_commit) * 1000 for t in bulk]
 first, last = min(bulk), max(bulk)
 print("single message, idle system (commit -> sink), %d samples: p50 %.1f ms, p99 %.1f ms, max %.1f ms"
@@ -141,6 +178,11 @@ print("  throughput, commit -> every status durably written: %.0f messages/s (%.
 print("  throughput at the sink, first -> last request: %.0f requests/s" % (n / (last - first)))
 print("  commit -> delivery latency: p50 %.0f ms, p99 %.0f ms (includes the wait in the queue)"
       % (pct(lat, 50), pct(lat, 99)))
+slat = [(recv[i] - t) * 1000 for i, t in stream.items() if i in recv]
+print("steady stream of %s messages/s for %s s (%d messages, committed in batches of 100):"
+      % (sys.argv[5], sys.argv[6], len(stream)))
+print("  delivered: %d; commit -> delivery latency p50 %.1f ms, p99 %.1f ms, max %.1f ms"
+      % (len(slat), pct(slat, 50), pct(slat, 99), max(slat)))
 EOF
 echo "  statuses: $statuses; max attempts: $attempts; messages with an error: $errors"
-echo "  sender RSS: ${rss_before} kB before the drain, ${rss_after} kB after"
+echo "sender private memory (RssAnon): ${rss_before} kB before the drain, ${rss_after} kB after it, ${rss_stream} kB after the stream"

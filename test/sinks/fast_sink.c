@@ -10,6 +10,7 @@
  * SIGINT, so recording costs the hot path nothing.  Prints "ready" once
  * listening.
  */
+#define _GNU_SOURCE
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
