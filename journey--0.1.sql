@@ -318,6 +318,20 @@ CREATE TRIGGER events_match AFTER INSERT ON journey.events
 -- Tenancy and security (src/tenant.c)
 -- ===================================================================
 
+-- The member acting now: the JWT "sub" claim on trusted connections,
+-- else current_user.  See journey.trusted_claim_roles.
+CREATE FUNCTION journey.current_member()
+RETURNS text
+AS 'MODULE_PATHNAME', 'journey_current_member'
+LANGUAGE C STABLE;
+
+-- The businesses of the member acting now; what the row-level policies
+-- compare business_id against.
+CREATE FUNCTION journey.member_business_ids()
+RETURNS uuid[]
+AS 'MODULE_PATHNAME', 'journey_member_business_ids'
+LANGUAGE C STABLE;
+
 -- ===================================================================
 -- pg_cron scheduling (src/cron.c)
 -- ===================================================================

@@ -81,10 +81,32 @@ extern bool journey_template_render(const JourneyTemplate *tmpl, Jsonb *context,
 
 /* ---------- tenant.c: membership and privilege checks ---------- */
 
+typedef struct JourneyUserSwitch
+{
+	Oid			userid;
+	int			sec_context;
+} JourneyUserSwitch;
+
+/* The role owning the journey tables. */
+extern Oid	journey_tables_owner(void);
+
+/*
+ * Runs what follows as the tables' owner (row-level security does not bind
+ * it) until journey_restore_user; an error in between restores the caller
+ * through transaction abort.  Check membership before switching.
+ */
+extern void journey_become_owner(JourneyUserSwitch *saved);
+extern void journey_restore_user(JourneyUserSwitch *saved);
+
+/* True for superusers, BYPASSRLS roles and members of the tables' owner. */
+extern bool journey_caller_bypasses_rls(void);
+
+/* The journey member acting now (see tenant.c), or NULL for none. */
+extern char *journey_member_name(void);
+
 /*
  * Raises 42501 unless the caller may act for business_id: a member of it,
- * or a role that bypasses row-level security (superuser, BYPASSRLS, the
- * tables' owner).  Writes nothing.
+ * or a role that bypasses row-level security.  Writes nothing.
  */
 extern void journey_require_member(Datum business_id);
 
