@@ -115,7 +115,10 @@ extern void journey_require_member(Datum business_id);
 
 /* ---------- enroll.c: enrollment shared with the trigger and executor ---------- */
 
-/* Appends a row to journey.enrollment_log. */
+/* Raises 23503 unless the business exists; call inside SPI or not. */
+extern void journey_require_business_exists(Datum business_id);
+
+/* Appends a row to journey.enrollment_log; the caller is connected to SPI. */
 extern void journey_log_decision(Datum business_id, Datum enrollment_id,
 								 int step_index, bool step_is_null,
 								 const char *outcome, const char *detail,
