@@ -6,7 +6,9 @@
 -- current_user: the direct-SQL-login case.  The PostgREST path (a trusted
 -- login role, SET ROLE, request.jwt.claims) and the SET ROLE / SET SESSION
 -- AUTHORIZATION tricks need real logins: test/t/030_tenancy_postgrest.pl.
+SET client_min_messages = warning;
 DROP EXTENSION IF EXISTS journey CASCADE;
+RESET client_min_messages;
 CREATE EXTENSION journey;
 
 -- Roles are cluster-wide: create them idempotently, drop them at the end.
@@ -27,7 +29,7 @@ GRANT journey_user TO regress_tenant_a, regress_tenant_b;
 GRANT journey_worker TO regress_sender;
 
 -- Runs one statement as the current role and says what happened: the row
--- count when allowed, else the SQLSTATE and message.
+-- count when allowed, else the SQLSTATE and message (ids masked).
 CREATE SCHEMA regress_tenancy;
 GRANT USAGE ON SCHEMA regress_tenancy TO PUBLIC;
 CREATE FUNCTION regress_tenancy.try(p_sql text) RETURNS text
@@ -39,7 +41,8 @@ BEGIN
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN 'ok, ' || n || ' rows';
 EXCEPTION WHEN OTHERS THEN
-    RETURN SQLSTATE || ': ' || SQLERRM;
+    RETURN SQLSTATE || ': ' ||
+        regexp_replace(SQLERRM, '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}', '<id>', 'g');
 END
 $$;
 -- Not leakproof: shows every row a query's qual is evaluated on.
@@ -141,7 +144,7 @@ SELECT p.oid::regprocedure AS callable
 FROM pg_proc p
 WHERE p.pronamespace = 'journey'::regnamespace
   AND has_function_privilege('journey_user', p.oid, 'EXECUTE')
-ORDER BY 1::text;
+ORDER BY p.oid::regprocedure::text;
 SELECT count(*) AS not_callable_by_tenants,
        bool_and(NOT has_function_privilege('journey_user', p.oid, 'EXECUTE')) AS all_denied
 FROM pg_proc p
@@ -369,6 +372,39 @@ SELECT count(*) AS b_rows_seen FROM journey.customers WHERE business_id = :'busi
 RESET request.jwt.claims;
 RESET request.jwt.claim.sub;
 
+-- The API, naming B's objects: 42501 before anything is written.
+SELECT regress_tenancy.try(format(
+    'SELECT journey.create_sequence(%L, ''{"name": "x", "status": "active", "steps": [{"kind": "wait", "wait_ms": 0}]}'')',
+    :'business_b')) AS create_sequence_in_theirs;
+SELECT regress_tenancy.try(
+    'SELECT journey.create_sequence(''00000000-0000-0000-0000-00000000dead'', ''{"name": "x", "steps": [{"kind": "wait"}]}'')')
+    AS create_sequence_in_unknown;
+SELECT regress_tenancy.try(format(
+    'SELECT journey.ingest_event(%L, ''invoice_paid'', %L)',
+    :'business_b', jsonb_build_object('id', :'customer_b'))) AS ingest_into_theirs;
+SELECT regress_tenancy.try(format(
+    'SELECT journey.ingest_event(%L, ''invoice_paid'', ''{"external_id": "m-1", "full_name": "Mal"}'')',
+    :'business_b')) AS ingest_new_customer_into_theirs;
+SELECT regress_tenancy.try(format(
+    'SELECT journey.enroll_customer(%L, %L)',
+    '00000000-0000-0000-0000-0000000000b1', :'customer_b')) AS enroll_in_theirs;
+SELECT regress_tenancy.try(format(
+    'SELECT journey.stop_enrollment(%L, ''mine now'')',
+    '00000000-0000-0000-0000-0000000000e1')) AS stop_theirs;
+-- Own objects mixed with B's: SPEC section 3 answers 22023 for a customer
+-- of another business (the call writes nothing either).
+SELECT journey.create_sequence(:'business_a',
+    '{"name": "Alpha thanks", "status": "active", "allow_manual_enroll": true,
+      "trigger_event_type": "invoice_paid", "exit_event_types": ["review_left"],
+      "steps": [{"kind": "wait", "wait_ms": 3600000},
+                {"kind": "send_email", "message": {"subject": "Hi", "body": "Thanks"}}]}') AS sequence_a \gset
+SELECT regress_tenancy.try(format(
+    'SELECT journey.enroll_customer(%L, %L)', :'sequence_a', :'customer_b')) AS enroll_their_customer_in_mine;
+SELECT regress_tenancy.try(format(
+    'SELECT journey.ingest_event(%L, ''invoice_paid'', %L)',
+    :'business_a', jsonb_build_object('id', :'customer_b'))) AS ingest_their_customer_into_mine;
+SELECT count(*) AS a_enrollments FROM journey.sequence_enrollments;
+
 -- search_path capture: A owns a schema and shadows functions and operators
 -- an owner-run query might name unqualified; none of them ever runs.
 RESET ROLE;
@@ -391,6 +427,12 @@ CREATE OPERATOR regress_evil.= (LEFTARG = uuid, RIGHTARG = uuid, FUNCTION = regr
 CREATE FUNCTION regress_evil.text_eq(text, text) RETURNS boolean LANGUAGE plpgsql
     AS $$ BEGIN PERFORM regress_evil.record('text ='); RETURN pg_catalog.texteq($1, $2); END $$;
 CREATE OPERATOR regress_evil.= (LEFTARG = text, RIGHTARG = text, FUNCTION = regress_evil.text_eq);
+CREATE FUNCTION regress_evil.count_step(bigint) RETURNS bigint LANGUAGE plpgsql
+    AS $$ BEGIN PERFORM regress_evil.record('count'); RETURN $1 + 1; END $$;
+CREATE AGGREGATE regress_evil.count(*) (SFUNC = regress_evil.count_step, STYPE = bigint, INITCOND = '0');
+CREATE FUNCTION regress_evil.max_step(timestamptz, timestamptz) RETURNS timestamptz LANGUAGE plpgsql
+    AS $$ BEGIN PERFORM regress_evil.record('max'); RETURN greatest($1, $2); END $$;
+CREATE AGGREGATE regress_evil.max(timestamptz) (SFUNC = regress_evil.max_step, STYPE = timestamptz);
 CREATE TABLE regress_evil.business_members (business_id uuid, member text);
 INSERT INTO regress_evil.business_members VALUES (:'business_b', 'regress_tenant_a');
 CREATE FUNCTION pg_temp.gen_random_uuid() RETURNS uuid LANGUAGE plpgsql
@@ -412,10 +454,30 @@ WHERE business_id OPERATOR(pg_catalog.=) :'business_b';
 SELECT :'business_b'::uuid OPERATOR(pg_catalog.=) ANY (journey.member_business_ids()) AS believes_member_of_b;
 INSERT INTO journey.customers (business_id, full_name, timezone)
 VALUES (:'business_a', 'Zed', 'Europe/Paris');
+-- The engine's owner-run statements (sequence writes, customer upserts,
+-- the events trigger's enroll and exit matching, stopping).
+SELECT journey.create_sequence(:'business_a',
+    '{"name": "Alpha review", "status": "active", "allow_manual_enroll": true,
+      "trigger_event_type": "job_done", "exit_event_types": ["review_left"],
+      "steps": [{"kind": "wait", "wait_ms": 60000},
+                {"kind": "send_sms", "message": {"body": "Review us: {{review_link}}"}}]}') IS NOT NULL AS created;
+SELECT journey.ingest_event(:'business_a', 'job_done',
+    '{"external_id": "a-9", "full_name": "Ann Alpha", "phone": "+15550009"}',
+    p_idempotency_key => 'job-9', p_occurred_at => '2030-01-01 10:00+00') > 0 AS ingested;
+SELECT journey.ingest_event(:'business_a', 'job_done', '{"external_id": "a-9"}',
+    p_idempotency_key => 'job-9') > 0 AS ingested_again;
+INSERT INTO journey.events (business_id, event_type, customer_id, occurred_at)
+SELECT business_id, 'review_left', id, '2030-01-01 11:00+00' FROM journey.customers
+WHERE external_id OPERATOR(pg_catalog.=) 'a-9';
+SELECT journey.enroll_customer(:'sequence_a', id) IS NOT NULL AS enrolled
+FROM journey.customers WHERE external_id OPERATOR(pg_catalog.=) 'a-9';
+SELECT journey.stop_enrollment(e.id, 'test') FROM journey.sequence_enrollments e
+WHERE e.sequence_id OPERATOR(pg_catalog.=) :'sequence_a';
+SELECT status, stop_reason FROM journey.sequence_enrollments ORDER BY stop_reason;
 SET search_path = pg_temp, regress_evil, pg_catalog;
 SELECT journey.create_business('Alpha Five') IS NOT NULL AS signed_up;
 RESET search_path;
-SELECT count(*) AS evil_calls FROM regress_evil.pwned;
+SELECT who, what AS evil_calls FROM regress_evil.pwned;
 DROP FUNCTION pg_temp.gen_random_uuid();
 RESET ROLE;
 
@@ -457,8 +519,7 @@ SELECT regress_tenancy.try(format(
     'SELECT journey.create_sequence(%L, ''{}'')', :'business_b')) AS sender_uses_api;
 RESET ROLE;
 
--- Clean up the cluster-wide roles.
-DROP EXTENSION journey CASCADE;
+-- Clean up the cluster-wide roles (they own nothing journey keeps).
 DROP SCHEMA regress_evil CASCADE;
 DROP SCHEMA regress_tenancy CASCADE;
 DROP ROLE regress_tenant_a, regress_tenant_b, regress_sender;
