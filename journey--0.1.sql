@@ -478,3 +478,16 @@ REVOKE ALL ON SCHEMA journey FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA journey FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA journey FROM PUBLIC;
 REVOKE ALL ON ALL ROUTINES IN SCHEMA journey FROM PUBLIC;
+-- A table added above without its own policies is closed to every role
+-- that does not own it rather than open to whoever is granted it.
+DO $do$
+DECLARE
+    t regclass;
+BEGIN
+    FOR t IN SELECT c.oid FROM pg_catalog.pg_class c
+             WHERE c.relnamespace OPERATOR(pg_catalog.=) 'journey'::regnamespace
+               AND c.relkind IN ('r', 'p') AND NOT c.relrowsecurity LOOP
+        EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', t);
+    END LOOP;
+END
+$do$;

@@ -79,14 +79,17 @@ $$;
 -- The privilege model, read from the catalogs
 -- ===================================================================
 
--- Every table has row-level security.
-SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity
+-- Every table has row-level security (the install script's last section
+-- enables it on tables other sections add, too).
+SELECT c.relname AS table_without_rls
 FROM pg_class c
-WHERE c.relnamespace = 'journey'::regnamespace AND c.relkind = 'r'
+WHERE c.relnamespace = 'journey'::regnamespace AND c.relkind IN ('r', 'p')
+  AND NOT c.relrowsecurity
 ORDER BY 1;
 
 SELECT tablename, policyname, cmd, roles
 FROM pg_policies WHERE schemaname = 'journey'
+  AND (roles && '{journey_user, journey_worker}' OR roles = '{public}')
 ORDER BY 1, 2;
 
 -- journey_user's table privileges ('col' = only on some columns).
@@ -102,6 +105,20 @@ SELECT c.relname,
        has_table_privilege('journey_user', c.oid, 'TRIGGER') AS trig
 FROM pg_class c
 WHERE c.relnamespace = 'journey'::regnamespace AND c.relkind IN ('r', 'S')
+  AND c.relname IN ('businesses', 'business_members', 'customers', 'sequences',
+                    'sequence_steps', 'sequence_enrollments', 'events', 'messages',
+                    'enrollment_log', 'suppressions', 'providers', 'events_id_seq',
+                    'messages_id_seq', 'enrollment_log_id_seq')
+ORDER BY 1;
+-- Nothing else in the schema is open to journey_user.
+SELECT c.relname AS other_relation_open_to_tenants
+FROM pg_class c
+WHERE c.relnamespace = 'journey'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+  AND c.relname NOT IN ('businesses', 'business_members', 'customers', 'sequences',
+                        'sequence_steps', 'sequence_enrollments', 'events', 'messages',
+                        'enrollment_log', 'suppressions')
+  AND (has_table_privilege('journey_user', c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')
+       OR has_any_column_privilege('journey_user', c.oid, 'SELECT, INSERT, UPDATE, REFERENCES'))
 ORDER BY 1;
 
 -- Columns of businesses and sequences a tenant may update.
@@ -145,13 +162,18 @@ FROM pg_proc p
 WHERE p.pronamespace = 'journey'::regnamespace
   AND has_function_privilege('journey_user', p.oid, 'EXECUTE')
 ORDER BY p.oid::regprocedure::text;
-SELECT count(*) AS not_callable_by_tenants,
-       bool_and(NOT has_function_privilege('journey_user', p.oid, 'EXECUTE')) AS all_denied
+SELECT bool_and(NOT has_function_privilege('journey_user', p.oid, 'EXECUTE')) AS all_others_denied,
+       bool_and(NOT has_function_privilege('journey_worker', p.oid, 'EXECUTE')) AS worker_denied_too
 FROM pg_proc p
 WHERE p.pronamespace = 'journey'::regnamespace
   AND p.proname NOT IN ('create_business', 'create_sequence', 'enroll_customer',
                         'ingest_event', 'stop_enrollment', 'render_template',
                         'current_member', 'member_business_ids', 'check_timezone');
+SELECT p.oid::regprocedure AS callable_by_worker
+FROM pg_proc p
+WHERE p.pronamespace = 'journey'::regnamespace
+  AND has_function_privilege('journey_worker', p.oid, 'EXECUTE')
+ORDER BY p.oid::regprocedure::text;
 SELECT count(*) AS executor_callable_by_tenants
 FROM pg_proc p
 WHERE p.pronamespace = 'journey'::regnamespace
