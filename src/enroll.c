@@ -264,11 +264,7 @@ journey_enroll_customer(PG_FUNCTION_ARGS)
 							  6, types, values, NULL, false, 0) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "inserting the enrollment failed");
 	if (SPI_processed > 0)
-	{
 		enrollment_id = spi_get_copy(0, 1, UUIDOID, &isnull, caller_cxt);
-		journey_log_decision(business_id, enrollment_id, 1, false, "enrolled",
-							 "manual enrollment", as_of);
-	}
 	else
 	{
 		/* A concurrent call enrolled the customer first: return its enrollment. */
@@ -565,7 +561,8 @@ journey_ingest_event(PG_FUNCTION_ARGS)
 	if (SPI_execute_with_args("INSERT INTO journey.events "
 							  "(business_id, event_type, customer_id, payload, idempotency_key, occurred_at) "
 							  "VALUES ($1, $2, $3, $4, $5, $6) "
-							  "ON CONFLICT (business_id, idempotency_key) DO NOTHING RETURNING id",
+							  "ON CONFLICT (business_id, idempotency_key) WHERE idempotency_key IS NOT NULL "
+							  "DO NOTHING RETURNING id",
 							  6, types, values, nulls, false, 0) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "inserting the event failed");
 	if (SPI_processed == 0)

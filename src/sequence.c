@@ -212,16 +212,23 @@ check_target(Jsonb *obj, const char *key, int step, const char *field, int nstep
 {
 	int64		target;
 
-	if (!get_int64(obj, key, step, field, 0, nsteps, NULL, &target))
+	if (!get_int64(obj, key, step, field, 0, PG_INT32_MAX,
+				   "Give the index of a later step, or 0 to finish.", &target))
 	{
 		if (required)
 			definition_error(step, field, "is required",
 							 "Give the index of a later step, or 0 to finish.");
 		return -1;
 	}
-	if (target != 0 && target <= step)
+	if (target != 0 && step >= nsteps)
 		definition_error(step, field,
-						 psprintf("must be 0 or a later step than %d, not " INT64_FORMAT, step, target),
+						 psprintf("must be 0 (finish): step %d is the last step, not " INT64_FORMAT,
+								  step, target),
+						 "Journeys are acyclic: a step can only lead forward, or to 0 (finish).");
+	if ((target != 0 && target <= step) || target > nsteps)
+		definition_error(step, field,
+						 psprintf("must be 0 or a later step (%d to %d), not " INT64_FORMAT,
+								  step + 1, nsteps, target),
 						 "Journeys are acyclic: a step can only lead forward, or to 0 (finish).");
 	return (int) target;
 }

@@ -16,6 +16,8 @@
  *	   honouring reentry.  Within one statement, a customer is enrolled
  *	   once per sequence (by the earliest event), and not at all when the
  *	   same statement also carries a later exit event for that journey.
+ *	   The enrollment row itself records when and by which event it began
+ *	   (enrolled_at, trigger_event_id); the log holds what happened after.
  *
  * Both run as the tables' owner: the inserting role passed the events'
  * own privilege and row-level checks, and the customer foreign key on
@@ -110,11 +112,8 @@ static const char *enroll_sql =
 "    AND ex.event_type OPERATOR(pg_catalog.=) ANY (c.exit_event_types)"
 "    AND ex.last_at OPERATOR(pg_catalog.>=) c.occurred_at)"
 "  ON CONFLICT (sequence_id, customer_id) WHERE status OPERATOR(pg_catalog.=) 'active' DO NOTHING"
-"  RETURNING id, business_id, enrolled_at, trigger_event_id)"
-" INSERT INTO journey.enrollment_log (business_id, enrollment_id, step_index, outcome, detail, at)"
-" SELECT business_id, id, 1, 'enrolled',"
-"  'trigger event #' OPERATOR(pg_catalog.||) trigger_event_id, enrolled_at"
-" FROM enrolled";
+"  RETURNING 1)"
+" SELECT count(*) FROM enrolled";
 
 static SPIPlanPtr stop_plan = NULL;
 static SPIPlanPtr enroll_plan = NULL;
@@ -161,7 +160,7 @@ journey_match_events(PG_FUNCTION_ARGS)
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "stopping enrollments on exit events failed: %s", SPI_result_code_string(rc));
 	rc = SPI_execute_plan(enroll_plan, NULL, NULL, false, 0);
-	if (rc != SPI_OK_INSERT)
+	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "enrolling customers on trigger events failed: %s", SPI_result_code_string(rc));
 
 	SPI_finish();
