@@ -511,8 +511,8 @@ SELECT (SELECT count(*) FROM journey.business_members WHERE business_id = :'busi
        (SELECT count(*) FROM journey.sequence_steps WHERE business_id = :'business_b') AS b_steps,
        (SELECT count(*) FROM journey.sequence_enrollments WHERE business_id = :'business_b') AS b_enrollments,
        (SELECT count(*) FROM journey.events WHERE business_id = :'business_b') AS b_events,
-       (SELECT count(*) FROM journey.messages) AS messages,
-       (SELECT count(*) FROM journey.enrollment_log) AS log_rows,
+       (SELECT count(*) FROM journey.messages WHERE business_id = :'business_b') AS b_messages,
+       (SELECT count(*) FROM journey.enrollment_log WHERE business_id = :'business_b') AS b_log_rows,
        (SELECT count(*) FROM journey.suppressions WHERE business_id = :'business_b') AS b_suppressions,
        (SELECT count(*) FROM journey.providers) AS providers,
        (SELECT name FROM journey.businesses WHERE id = :'business_b') AS b_name;
