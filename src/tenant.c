@@ -14,6 +14,12 @@
  * journey tables for their own reads and writes, so a tenant needs no table
  * privileges to use them and row-level security cannot hide another
  * tenant's object from the check (which must answer 42501, not "not found").
+ * While the owner acts, search_path is pinned as a SECURITY DEFINER
+ * function's SET clause would pin it.
+ *
+ * create_business is how a tenant signs up: the one way a member gains a
+ * membership by itself.  Privileges and row-level policies are declared in
+ * the install script's "Tenancy and security" section.
  *
  *-------------------------------------------------------------------------
  */
