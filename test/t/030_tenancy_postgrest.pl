@@ -242,6 +242,21 @@ refused('direct login calls enroll_customer in another business', '42501', 'mall
 refused('direct login calls ingest_event for another business', '42501', 'mallory',
 	qq{SELECT journey.ingest_event('$business_b', 'invoice_paid', '{"external_id": "m-1", "full_name": "Mal"}');});
 
+# The executor and its scheduling are for the cron job's owner only.
+foreach my $call ('journey.advance_due_enrollments()', "journey.schedule_executor('* * * * *')",
+	'journey.unschedule_executor()')
+{
+	my ($fn) = $call =~ /^([\w.]+)\(/;
+  SKIP:
+	{
+		skip "$fn is not part of this build", 2
+		  unless $node->safe_psql('postgres',
+			"SELECT count(*) FROM pg_proc WHERE oid::regproc::text = '$fn'") > 0;
+		refused("jwt calls $fn", '42501', 'jwt:user-alice', "SELECT $call;");
+		refused("direct login calls $fn", '42501', 'mallory', "SELECT $call;");
+	}
+}
+
 is($node->safe_psql('postgres', "SELECT tap.fingerprint('$business_b')"),
 	$before, 'nothing of bob\'s business changed');
 is($node->safe_psql('postgres',
