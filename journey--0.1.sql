@@ -471,6 +471,19 @@ GRANT EXECUTE ON FUNCTION journey.check_timezone(text) TO journey_worker;
 -- pg_cron scheduling (src/cron.c)
 -- ===================================================================
 
+-- Schedules SELECT journey.advance_due_enrollments() with pg_cron as the
+-- job journey-executor (replacing an earlier one); returns the job id.
+CREATE FUNCTION journey.schedule_executor(p_schedule text DEFAULT '* * * * *')
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'journey_schedule_executor'
+LANGUAGE C VOLATILE;
+
+-- Removes the journey-executor job; false when there was none.
+CREATE FUNCTION journey.unschedule_executor()
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'journey_unschedule_executor'
+LANGUAGE C VOLATILE;
+
 -- ===================================================================
 -- PUBLIC gets nothing.  THIS MUST STAY THE LAST SECTION OF THE SCRIPT:
 -- it also strips PUBLIC's default EXECUTE from every function any section

@@ -124,6 +124,11 @@ extern void journey_log_decision(Datum business_id, Datum enrollment_id,
 								 const char *outcome, const char *detail,
 								 TimestampTz at);
 
+/* ---------- cron.c: pg_cron scheduling ---------- */
+
+/* Installs the hook that removes the executor job when journey is dropped. */
+extern void journey_cron_init(void);
+
 /* ---------- worker.c: waking the sender ---------- */
 
 /*

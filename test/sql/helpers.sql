@@ -1,4 +1,4 @@
--- Helpers shared by the regression tests (included with \ir).
+-- Helpers shared by the regression tests (included with \i).
 -- try(sql): runs a statement and prints 'ok', or its SQLSTATE, message and
 -- hint, with generated ids masked so expected output is stable.
 CREATE FUNCTION pg_temp.try(sql text) RETURNS text LANGUAGE plpgsql AS $$
