@@ -248,10 +248,11 @@ INSERT INTO journey.sequence_enrollments (id, business_id, sequence_id, customer
 SELECT '00000000-0000-0000-0000-0000000000e1', :'business_b', '00000000-0000-0000-0000-0000000000b1',
        id, '2030-01-01', '2030-01-01'
 FROM journey.customers WHERE external_id = 'b-1';
+-- Due in 2030: the sender preloaded in this instance must not deliver it.
 INSERT INTO journey.messages (business_id, enrollment_id, sequence_id, step_index, customer_id,
-                              channel, message_purpose, to_address, subject, body)
+                              channel, message_purpose, to_address, subject, body, send_after)
 SELECT :'business_b', e.id, e.sequence_id, 1, e.customer_id, 'email', 'thank_you',
-       'betty@example.com', 'Hi', 'Thanks'
+       'betty@example.com', 'Hi', 'Thanks', '2030-01-01'
 FROM journey.sequence_enrollments e WHERE e.id = '00000000-0000-0000-0000-0000000000e1';
 INSERT INTO journey.enrollment_log (business_id, enrollment_id, step_index, outcome, at)
 VALUES (:'business_b', '00000000-0000-0000-0000-0000000000e1', 1, 'queued', '2030-01-01');

@@ -40,8 +40,8 @@ void
 _PG_init(void)
 {
 	DefineCustomStringVariable("journey.database_name",
-							   "Database whose journey.messages the sender worker drains.",
-							   "The worker restarts itself to follow a change.",
+							   "Databases whose journey.messages the sender drains, comma-separated.",
+							   "Each listed database that exists gets its own sender worker; a change is followed at reload.",
 							   &journey_database_name,
 							   "postgres",
 							   PGC_SIGHUP, 0,

@@ -66,6 +66,7 @@ typedef struct LauncherSlot
 {
 	char		dbname[NAMEDATALEN];	/* empty: unused */
 	BackgroundWorkerHandle *handle;
+	Oid			roleoid;		/* the role it was started as */
 	TimestampTz started_at;
 	TimestampTz restart_after;
 	int			backoff_ms;
@@ -231,6 +232,7 @@ start_sender(int i, Oid dboid, Oid roleoid)
 		return false;
 	}
 	ls->started_at = GetCurrentTimestamp();
+	ls->roleoid = roleoid;
 	return true;
 }
 
@@ -379,7 +381,15 @@ launcher_pass(void)
 			continue;
 		if (ls->handle &&
 			GetBackgroundWorkerPid(ls->handle, &pid) != BGWH_STOPPED)
+		{
+			/* journey.worker_role changed: stop it, it starts again below. */
+			if (ls->roleoid != roleoid)
+			{
+				TerminateBackgroundWorker(ls->handle);
+				wait_ms = Min(wait_ms, 100);
+			}
 			continue;
+		}
 		if (ls->handle)
 		{
 			/* It exited: back off if it did not last, else restart soon. */

@@ -30,7 +30,8 @@ is($rc, 0, 'DROP EXTENSION succeeds while requests are in flight') or diag($err)
 cmp_ok(time - $t0, '<', 2, 'and is not held up');
 # The sender notices and idles; a new install is served again.
 $node->safe_psql('postgres', 'CREATE EXTENSION journey');
-($b) = setup_business($node);
+my $c;
+($b, $c) = setup_business($node);
 add_provider($node, channel => 'email', kind => 'webhook',
 	endpoint => "http://127.0.0.1:$port/ok", from => 'shop@example.com');
 my $id = queue_message($node, business => $b);
@@ -87,6 +88,22 @@ is($node->safe_psql('postgres',
 my $id3 = queue_message($node, business => $b);
 ok(wait_for($node, "SELECT status FROM journey.messages WHERE id = $id3", 'sent'),
 	'the first database is still served');
+
+# The sender as an ordinary login role holding journey_worker: it can do
+# all its work, the review-request stamp included.
+$node->safe_psql('postgres',
+	"CREATE ROLE sender_login LOGIN; GRANT journey_worker TO sender_login;");
+$node->append_conf('postgresql.conf', "journey.worker_role = 'sender_login'\n");
+$node->reload;
+ok(wait_for($node,
+	"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'journey sender' AND usename = 'sender_login'",
+	'1', 20), 'after a reload the sender runs as journey.worker_role');
+my $id4 = queue_message($node, business => $b, customer => $c, purpose => 'review_request');
+ok(wait_for($node, "SELECT status FROM journey.messages WHERE id = $id4", 'sent'),
+	'and sends as that role');
+is($node->safe_psql('postgres',
+	"SELECT last_review_request_at IS NOT NULL FROM journey.customers WHERE id = '$c'"),
+	't', 'and stamps last_review_request_at');
 
 $node->stop;
 $sink->kill_kill;
