@@ -10,6 +10,7 @@ use lib $FindBin::Bin;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use Time::HiRes;
 use SenderTest;
 
 my ($port, $log, $sink) = start_sink('http_sink.py', 'crash');
@@ -76,6 +77,28 @@ ok(wait_for($node, "SELECT count(*) FROM journey.messages WHERE status = 'sent'"
 check_all_delivered($first, $last, 'immediate shutdown');
 is($node->safe_psql('postgres', "SELECT count(*) FROM journey.messages WHERE status <> 'sent'"),
 	'0', 'none failed, none left behind');
+
+# A lease held by some other sender that never came back runs out, and the
+# message goes out; one whose attempts are used up (it may be what killed
+# that sender) fails instead of being tried forever.
+my ($orphan, $poison) = split /\|/, $node->safe_psql('postgres',
+	"WITH i AS (INSERT INTO journey.messages (business_id, channel, to_address, body, status,
+	                                          attempts, claimed_by, lease_expires_at)
+	   VALUES ('$b', 'email', 'o\@example.com', 'orphan', 'sending', 1, 'another server', now() + interval '2 s'),
+	          ('$b', 'email', 'p\@example.com', 'poison', 'sending', 5, 'another server', now() + interval '2 s')
+	   RETURNING id)
+	 SELECT string_agg(id::text, '|' ORDER BY id) FROM i");
+Time::HiRes::sleep(1);
+is($node->safe_psql('postgres', "SELECT status FROM journey.messages WHERE id = $orphan"),
+	'sending', 'a message under another sender\'s live lease is left alone');
+$node->append_conf('postgresql.conf', "journey.poll_interval_ms = 200\n");
+$node->reload;
+ok(wait_for($node, "SELECT status || attempts FROM journey.messages WHERE id = $orphan", 'sent2', 20),
+	'once the lease expires it is sent again');
+ok(wait_for($node, "SELECT status FROM journey.messages WHERE id = $poison", 'failed', 20),
+	'a leased message out of attempts fails');
+like($node->safe_psql('postgres', "SELECT last_error FROM journey.messages WHERE id = $poison"),
+	qr/sender stopped during the last allowed attempt/, 'and says why');
 
 $node->stop;
 $sink->kill_kill;
