@@ -520,6 +520,7 @@ claim_and_send(void)
 	JourneyMessage **msgs = NULL;
 	uint64		got = 0;
 	uint64		i;
+	TimestampTz due = 0;
 
 	need_claim = false;
 	if (!begin_work("claiming messages"))
@@ -548,12 +549,35 @@ claim_and_send(void)
 	if (SPI_execute_plan(reclaim_expired_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "journey sender could not reclaim expired leases");
 
+	/*
+	 * The rest of the queue first: after the claim, nothing may fail and
+	 * leave the claimed messages' memory behind.
+	 */
+	if (poll)
+	{
+		check_no_provider();
+		next_poll = TimestampTzPlusMilliseconds(now, journey_poll_interval_ms);
+	}
+	if (SPI_execute_plan(next_due_plan, NULL, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "journey sender could not look up the next due message");
+	else
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		due = isnull ? 0 : DatumGetTimestampTz(d);
+	}
+
 	args[0] = Int32GetDatum(want);
 	args[1] = CStringGetTextDatum(claim_token);
 	args[2] = Int32GetDatum(journey_lease_ms);
 	if (SPI_execute_plan(claim_plan, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "journey sender could not claim messages");
 	got = SPI_processed;
+	if ((int) got == want)
+		need_claim = true;		/* there may be more */
+	else
+		next_due = due;
 	if (got > 0)
 	{
 		MemoryContext old = MemoryContextSwitchTo(loop_cxt);
@@ -567,23 +591,6 @@ claim_and_send(void)
 			msgs[i] = message_from_tuple(SPI_tuptable->vals[i], SPI_tuptable->tupdesc);
 		}
 		MemoryContextSwitchTo(old);
-	}
-	if ((int) got == want)
-		need_claim = true;		/* there may be more */
-	else
-	{
-		bool		isnull;
-		Datum		d;
-
-		if (SPI_execute_plan(next_due_plan, NULL, NULL, true, 1) != SPI_OK_SELECT)
-			elog(ERROR, "journey sender could not look up the next due message");
-		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-		next_due = isnull ? 0 : DatumGetTimestampTz(d);
-	}
-	if (poll)
-	{
-		check_no_provider();
-		next_poll = TimestampTzPlusMilliseconds(now, journey_poll_interval_ms);
 	}
 	end_work();
 
