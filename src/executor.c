@@ -1,10 +1,1185 @@
 /*-------------------------------------------------------------------------
  *
  * executor.c
- *	  The executor: advance_due_enrollments.
+ *	  The executor: journey.advance_due_enrollments(p_batch_size, p_as_of),
+ *	  which pg_cron runs every minute (SPEC section 4).
+ *
+ * One call is set-based from end to end:
+ *
+ *	 1. claim: one statement locks up to p_batch_size due enrollments
+ *		(FOR UPDATE SKIP LOCKED, so concurrent callers take disjoint sets and
+ *		never wait on each other) and fetches with them everything a step
+ *		needs: addresses, suppression flags, the recipient's zone and the
+ *		template context;
+ *	 2. load: one statement loads the steps of the sequences involved; each
+ *		template and branch condition is parsed once per call;
+ *	 3. for sequences with rate limits, one statement locks them (in id
+ *		order: concurrent callers serialize per sequence, never deadlock)
+ *		and one reads their rolling windows from journey.messages; for
+ *		branches on events, one statement finds the events of the batch;
+ *	 4. the state machine runs in memory, enrollment by enrollment,
+ *		through as many zero-delay steps as it can;
+ *	 5. three statements over arrays apply the results: the enrollment
+ *		updates, the queued messages and the log.
+ *
+ * Every statement is a prepared plan kept for the life of the backend.
+ * A call is one transaction (the caller's): a crash loses nothing, since
+ * either all of a call's decisions commit or none do, and enrollments
+ * resume from current_step_index.  p_batch_size bounds that transaction.
+ *
+ * Enrollments of a sequence that is not active (paused) are not claimed:
+ * they wait, and run when the sequence is active again.  A step whose
+ * definition is malformed (possible only by writing the tables directly;
+ * create_sequence validates) stops the enrollment with a logged reason
+ * rather than failing the whole batch call after call.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgtime.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+
 #include "journey.h"
+
+PG_FUNCTION_INFO_V1(journey_advance_due_enrollments);
+
+#define STEP_FOLLOWING (-1)		/* next_step_index null: the following step */
+
+typedef enum StepKind
+{
+	STEP_WAIT,
+	STEP_EMAIL,
+	STEP_SMS,
+	STEP_BRANCH
+} StepKind;
+
+typedef struct ExecStep
+{
+	int32		step_index;
+	StepKind	kind;
+	int64		wait_ms;
+	int32		next_step;		/* STEP_FOLLOWING, 0 (finish) or an index */
+	char	   *purpose;
+	JourneyTemplate *subject;
+	JourneyTemplate *body;
+	JourneyCondition *cond;
+	JourneyBranchTargets targets;
+	char	   *cond_text;		/* the "if" as JSON, for the log */
+	char	   *invalid;		/* why the step cannot run, else NULL */
+} ExecStep;
+
+typedef struct ExecSequence
+{
+	pg_uuid_t	id;				/* hash key */
+	pg_uuid_t	business_id;
+	TimeADT		quiet_start;
+	TimeADT		quiet_end;
+	bool		has_quiet;
+	int32		rate_per_hour;	/* 0: unlimited */
+	int32		rate_per_day;
+	bool		has_sends;
+	bool		limited;		/* has sends and a limit: windows loaded */
+	List	   *event_types;	/* tested by its branches */
+	int			nsteps;
+	ExecStep   *steps;			/* sorted by step_index */
+	JourneyRateWindow rate;
+} ExecSequence;
+
+typedef struct ExecEnrollment
+{
+	Datum		id;				/* uuid datums point into the claim tuples */
+	Datum		business_id;
+	Datum		customer_id;
+	Datum		sequence_id;
+	int32		step;
+	TimestampTz enrolled_at;
+	Datum		trigger_event_id;
+	bool		trigger_event_null;
+	char	   *email;
+	char	   *phone;
+	char	   *zone;
+	bool		email_suppressed;
+	bool		phone_suppressed;
+	Datum		ctx;			/* jsonb, detoasted on first use */
+	ExecSequence *seq;
+	int			nevents;
+	char	  **events;
+} ExecEnrollment;
+
+/* Column-wise rows bound for one set-based statement. */
+#define BATCH_MAX_COLS 11
+typedef struct Batch
+{
+	int			ncols;
+	Oid			types[BATCH_MAX_COLS];
+	int			n;
+	int			capacity;
+	Datum	   *values[BATCH_MAX_COLS];
+	bool	   *nulls[BATCH_MAX_COLS];
+} Batch;
+
+/* Everything one call works with, in its own memory context. */
+typedef struct ExecState
+{
+	TimestampTz as_of;
+	HTAB	   *sequences;
+	Batch		updates;		/* id, step, next_run_at, status, finished_at, stop_reason */
+	Batch		messages;		/* business_id .. body (10 columns) */
+	Batch		log;			/* business_id, enrollment_id, step_index, outcome, detail */
+	Datum		t_active;
+	Datum		t_finished;
+	Datum		t_stopped;
+	Datum		t_email;
+	Datum		t_sms;
+	StringInfoData buf;
+} ExecState;
+
+/* Kept plans, prepared on first use in a backend. */
+static SPIPlanPtr claim_plan = NULL;
+static SPIPlanPtr steps_plan = NULL;
+static SPIPlanPtr lock_plan = NULL;
+static SPIPlanPtr rate_plan = NULL;
+static SPIPlanPtr events_plan = NULL;
+static SPIPlanPtr update_plan = NULL;
+static SPIPlanPtr messages_plan = NULL;
+static SPIPlanPtr log_plan = NULL;
+
+/*
+ * The claim.  Paused sequences' enrollments are left where they are.  The
+ * context is built here, once per enrollment, in the shape render_template
+ * documents.  search_path is pinned by the function's declaration.
+ */
+static const char *claim_sql =
+"SELECT e.id, e.business_id, e.sequence_id, e.customer_id,"
+"       e.current_step_index, e.enrolled_at, e.trigger_event_id,"
+"       c.email, c.phone, COALESCE(c.timezone, b.timezone),"
+"       EXISTS (SELECT 1 FROM journey.suppressions su"
+"                WHERE su.business_id = e.business_id"
+"                  AND su.channel = 'email' AND su.address = c.email),"
+"       EXISTS (SELECT 1 FROM journey.suppressions su"
+"                WHERE su.business_id = e.business_id"
+"                  AND su.channel = 'sms' AND su.address = c.phone),"
+"       jsonb_build_object("
+"         'customer', jsonb_build_object("
+"             'id', c.id, 'full_name', c.full_name, 'email', c.email,"
+"             'phone', c.phone, 'timezone', c.timezone,"
+"             'external_id', c.external_id, 'attributes', c.attributes,"
+"             'last_review_request_at', c.last_review_request_at),"
+"         'business', jsonb_build_object("
+"             'name', b.name, 'email', b.email, 'phone', b.phone,"
+"             'google_review_url', b.google_review_url,"
+"             'timezone', b.timezone),"
+"         'review_link', b.google_review_url,"
+"         'enrollment', jsonb_build_object('meta', e.meta),"
+"         'event', e.meta -> 'event')"
+"  FROM journey.sequence_enrollments e"
+"  JOIN journey.sequences s ON s.id = e.sequence_id"
+"  JOIN journey.customers c ON c.id = e.customer_id"
+"  JOIN journey.businesses b ON b.id = e.business_id"
+" WHERE e.status = 'active' AND e.next_run_at <= $2 AND s.status = 'active'"
+" ORDER BY e.next_run_at"
+" LIMIT $1"
+"   FOR UPDATE OF e SKIP LOCKED";
+
+static const char *steps_sql =
+"SELECT s.id, s.business_id, s.quiet_hours_start, s.quiet_hours_end,"
+"       s.rate_per_hour, s.rate_per_day,"
+"       st.step_index, st.kind, st.wait_ms, st.message_purpose,"
+"       st.message_config, st.branch_config, st.next_step_index"
+"  FROM journey.sequences s"
+"  LEFT JOIN journey.sequence_steps st ON st.sequence_id = s.id"
+" WHERE s.id = ANY ($1)"
+" ORDER BY s.id, st.step_index";
+
+static const char *lock_sql =
+"SELECT s.id FROM journey.sequences s WHERE s.id = ANY ($1)"
+" ORDER BY s.id FOR NO KEY UPDATE";
+
+static const char *rate_sql =
+"SELECT m.sequence_id, m.send_after"
+"  FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[]) AS w(business_id, sequence_id, since)"
+"  JOIN journey.messages m ON m.business_id = w.business_id"
+"   AND m.sequence_id = w.sequence_id AND m.send_after > w.since"
+" WHERE m.status <> 'cancelled'"
+" ORDER BY 1, 2";
+
+static const char *events_sql =
+"SELECT DISTINCT u.ord, ev.event_type"
+"  FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::bigint[])"
+"       WITH ORDINALITY AS u(business_id, customer_id, since, trigger_id, ord)"
+"  JOIN journey.events ev ON ev.business_id = u.business_id"
+"   AND ev.customer_id = u.customer_id AND ev.event_type = ANY ($5)"
+"   AND ev.occurred_at >= u.since AND ev.occurred_at <= $6"
+"   AND ev.id IS DISTINCT FROM u.trigger_id";
+
+static const char *update_sql =
+"UPDATE journey.sequence_enrollments e"
+"   SET current_step_index = u.step, next_run_at = u.next_run_at,"
+"       status = u.status, finished_at = u.finished_at,"
+"       stop_reason = u.stop_reason, updated_at = now()"
+"  FROM unnest($1::uuid[], $2::integer[], $3::timestamptz[], $4::text[],"
+"              $5::timestamptz[], $6::text[])"
+"       AS u(id, step, next_run_at, status, finished_at, stop_reason)"
+" WHERE e.id = u.id";
+
+static const char *messages_sql =
+"INSERT INTO journey.messages (business_id, enrollment_id, sequence_id,"
+"       step_index, customer_id, channel, message_purpose, to_address,"
+"       subject, body, send_after)"
+"SELECT u.*, $11"
+"  FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::integer[], $5::uuid[],"
+"              $6::text[], $7::text[], $8::text[], $9::text[], $10::text[]) AS u"
+"    ON CONFLICT (enrollment_id, step_index) DO NOTHING";
+
+static const char *log_sql =
+"INSERT INTO journey.enrollment_log (business_id, enrollment_id, step_index,"
+"       outcome, detail, at)"
+"SELECT u.*, $6"
+"  FROM unnest($1::uuid[], $2::uuid[], $3::integer[], $4::text[], $5::text[]) AS u";
+
+static SPIPlanPtr
+keep_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
+{
+	if (*plan == NULL)
+	{
+		SPIPlanPtr	p = SPI_prepare(sql, nargs, argtypes);
+
+		if (p == NULL)
+			elog(ERROR, "SPI_prepare failed for journey executor: %s",
+				 SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(p) != 0)
+			elog(ERROR, "SPI_keepplan failed for journey executor");
+		*plan = p;
+	}
+	return *plan;
+}
+
+static void
+run_plan(SPIPlanPtr plan, Datum *values, const char *nulls, int expected)
+{
+	int			rc = SPI_execute_plan(plan, values, nulls, false, 0);
+
+	if (rc != expected)
+		elog(ERROR, "journey executor statement failed: %s",
+			 SPI_result_code_string(rc));
+}
+
+/* ---------- column batches ---------- */
+
+static void
+batch_init(Batch *b, int ncols, const Oid *types)
+{
+	b->ncols = ncols;
+	memcpy(b->types, types, sizeof(Oid) * ncols);
+	b->n = 0;
+	b->capacity = 0;
+}
+
+/* Adds a row of nulls and returns its index. */
+static int
+batch_add(Batch *b)
+{
+	if (b->n == b->capacity)
+	{
+		int			cap = b->capacity ? b->capacity * 2 : 256;
+
+		for (int c = 0; c < b->ncols; c++)
+		{
+			if (b->capacity == 0)
+			{
+				b->values[c] = palloc(sizeof(Datum) * cap);
+				b->nulls[c] = palloc(sizeof(bool) * cap);
+			}
+			else
+			{
+				b->values[c] = repalloc(b->values[c], sizeof(Datum) * cap);
+				b->nulls[c] = repalloc(b->nulls[c], sizeof(bool) * cap);
+			}
+		}
+		b->capacity = cap;
+	}
+	for (int c = 0; c < b->ncols; c++)
+		b->nulls[c][b->n] = true;
+	return b->n++;
+}
+
+static inline void
+batch_set(Batch *b, int row, int col, Datum value)
+{
+	b->values[col][row] = value;
+	b->nulls[col][row] = false;
+}
+
+static Datum
+batch_array(Batch *b, int col)
+{
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	int			dims[1];
+	int			lbs[1] = {1};
+
+	get_typlenbyvalalign(b->types[col], &typlen, &typbyval, &typalign);
+	dims[0] = b->n;
+	return PointerGetDatum(construct_md_array(b->values[col], b->nulls[col], 1,
+											  dims, lbs, b->types[col],
+											  typlen, typbyval, typalign));
+}
+
+/* Array datums of all columns, then extra scalars, into values. */
+static void
+batch_args(Batch *b, Datum *values, char *nulls)
+{
+	for (int c = 0; c < b->ncols; c++)
+	{
+		values[c] = batch_array(b, c);
+		nulls[c] = ' ';
+	}
+}
+
+/* An array of uuid datums (pointers into tuples) */
+static Datum
+uuid_array(Datum *values, int n)
+{
+	return PointerGetDatum(construct_array(values, n, UUIDOID, UUID_LEN, false,
+										   TYPALIGN_CHAR));
+}
+
+/* ---------- decisions ---------- */
+
+static void
+log_decision(ExecState *st, ExecEnrollment *en, int32 step, const char *outcome,
+			 const char *detail)
+{
+	int			row = batch_add(&st->log);
+
+	batch_set(&st->log, row, 0, en->business_id);
+	batch_set(&st->log, row, 1, en->id);
+	if (step > 0)
+		batch_set(&st->log, row, 2, Int32GetDatum(step));
+	batch_set(&st->log, row, 3, CStringGetTextDatum(outcome));
+	batch_set(&st->log, row, 4, CStringGetTextDatum(detail));
+}
+
+/* The enrollment's new state: waits at step until next_run_at. */
+static void
+set_waiting(ExecState *st, ExecEnrollment *en, int32 step, TimestampTz next_run_at)
+{
+	int			row = batch_add(&st->updates);
+
+	batch_set(&st->updates, row, 0, en->id);
+	batch_set(&st->updates, row, 1, Int32GetDatum(step));
+	batch_set(&st->updates, row, 2, TimestampTzGetDatum(next_run_at));
+	batch_set(&st->updates, row, 3, st->t_active);
+}
+
+static void
+set_finished(ExecState *st, ExecEnrollment *en, int32 step, const char *detail)
+{
+	int			row = batch_add(&st->updates);
+
+	batch_set(&st->updates, row, 0, en->id);
+	batch_set(&st->updates, row, 1, Int32GetDatum(Max(step, 1)));
+	batch_set(&st->updates, row, 3, st->t_finished);
+	batch_set(&st->updates, row, 4, TimestampTzGetDatum(st->as_of));
+	log_decision(st, en, step, "finished", detail);
+}
+
+static void
+set_stopped(ExecState *st, ExecEnrollment *en, int32 step, const char *why)
+{
+	int			row = batch_add(&st->updates);
+	char	   *detail = psprintf("stopped: step %d cannot run: %s", step, why);
+
+	batch_set(&st->updates, row, 0, en->id);
+	batch_set(&st->updates, row, 1, Int32GetDatum(step));
+	batch_set(&st->updates, row, 3, st->t_stopped);
+	batch_set(&st->updates, row, 5, CStringGetTextDatum(psprintf("invalid_step:%d", step)));
+	log_decision(st, en, step, "stopped", detail);
+}
+
+static ExecStep *
+find_step(ExecSequence *seq, int32 index, int *pos)
+{
+	int			lo = 0;
+	int			hi = seq->nsteps - 1;
+
+	while (lo <= hi)
+	{
+		int			mid = lo + (hi - lo) / 2;
+
+		if (seq->steps[mid].step_index == index)
+		{
+			*pos = mid;
+			return &seq->steps[mid];
+		}
+		if (seq->steps[mid].step_index < index)
+			lo = mid + 1;
+		else
+			hi = mid - 1;
+	}
+	return NULL;
+}
+
+static Jsonb *
+enrollment_ctx(ExecEnrollment *en)
+{
+	Jsonb	   *ctx = DatumGetJsonbP(en->ctx);
+
+	en->ctx = JsonbPGetDatum(ctx);	/* detoast once */
+	return ctx;
+}
+
+static pg_tz *
+recipient_zone(ExecEnrollment *en)
+{
+	pg_tz	   *tz = en->zone ? pg_tzset(en->zone) : NULL;
+
+	/* Both zone columns are CHECKed valid; UTC is only a safety net. */
+	return tz ? tz : pg_tzset("UTC");
+}
+
+typedef enum SendResult
+{
+	SEND_GO_ON,
+	SEND_DEFERRED
+} SendResult;
+
+/* One send step at as_of: the checks of SPEC section 4, in its order. */
+static SendResult
+run_send(ExecState *st, ExecEnrollment *en, ExecStep *step)
+{
+	ExecSequence *seq = en->seq;
+	bool		email = step->kind == STEP_EMAIL;
+	const char *channel = email ? "email" : "sms";
+	const char *address = email ? en->email : en->phone;
+	TimestampTz run_at;
+	StringInfoData subject;
+	StringInfoData body;
+	const char *missing = NULL;
+	int			row;
+
+	/* 1. address and suppression */
+	if (address == NULL || address[0] == '\0')
+	{
+		log_decision(st, en, step->step_index, "skipped_no_address",
+					 email ? "customer has no email address" :
+					 "customer has no phone number");
+		return SEND_GO_ON;
+	}
+	if (email ? en->email_suppressed : en->phone_suppressed)
+	{
+		log_decision(st, en, step->step_index, "skipped_suppressed",
+					 psprintf("%s is suppressed for %s", address, channel));
+		return SEND_GO_ON;
+	}
+
+	/* 2. quiet hours, in the recipient's local time */
+	if (seq->has_quiet &&
+		journey_quiet_hours_end(st->as_of, recipient_zone(en),
+								seq->quiet_start, seq->quiet_end, &run_at))
+	{
+		resetStringInfo(&st->buf);
+		appendStringInfoString(&st->buf, "deferred to ");
+		journey_format_local(&st->buf, run_at, recipient_zone(en));
+		appendStringInfo(&st->buf, " %s: quiet hours ", en->zone);
+		journey_format_time(&st->buf, seq->quiet_start);
+		appendStringInfoChar(&st->buf, '-');
+		journey_format_time(&st->buf, seq->quiet_end);
+		set_waiting(st, en, step->step_index, run_at);
+		log_decision(st, en, step->step_index, "deferred_quiet_hours", st->buf.data);
+		return SEND_DEFERRED;
+	}
+
+	/* 3. rolling rate limits of the sequence */
+	if (seq->limited)
+	{
+		bool		by_day = false;
+		int			count = 0;
+
+		if (journey_rate_defer(&seq->rate, st->as_of, &run_at, &by_day, &count))
+		{
+			/*
+			 * Hold the slot it will use, so the next deferral of this call
+			 * goes to the slot after: a backlog spreads out over the window
+			 * instead of retrying all at once.
+			 */
+			journey_rate_add(&seq->rate, run_at);
+			resetStringInfo(&st->buf);
+			appendStringInfoString(&st->buf, "deferred to ");
+			journey_format_local(&st->buf, run_at, recipient_zone(en));
+			appendStringInfo(&st->buf, " %s: %d messages in the last %s (rate_per_%s %d)",
+							 en->zone, count, by_day ? "24 hours" : "hour",
+							 by_day ? "day" : "hour",
+							 by_day ? seq->rate_per_day : seq->rate_per_hour);
+			set_waiting(st, en, step->step_index, run_at);
+			log_decision(st, en, step->step_index, "deferred_rate_limit", st->buf.data);
+			return SEND_DEFERRED;
+		}
+	}
+
+	/* 4. render */
+	initStringInfo(&body);
+	if (email)
+	{
+		initStringInfo(&subject);
+		if (!journey_template_render(step->subject, enrollment_ctx(en), &subject, &missing))
+		{
+			log_decision(st, en, step->step_index, "skipped_render_error",
+						 psprintf("missing value for {{%s}} in the subject", missing));
+			return SEND_GO_ON;
+		}
+	}
+	if (!journey_template_render(step->body, enrollment_ctx(en), &body, &missing))
+	{
+		log_decision(st, en, step->step_index, "skipped_render_error",
+					 psprintf("missing value for {{%s}} in the body", missing));
+		return SEND_GO_ON;
+	}
+
+	/* 5. the message */
+	row = batch_add(&st->messages);
+	batch_set(&st->messages, row, 0, en->business_id);
+	batch_set(&st->messages, row, 1, en->id);
+	batch_set(&st->messages, row, 2, en->sequence_id);
+	batch_set(&st->messages, row, 3, Int32GetDatum(step->step_index));
+	batch_set(&st->messages, row, 4, en->customer_id);
+	batch_set(&st->messages, row, 5, email ? st->t_email : st->t_sms);
+	if (step->purpose)
+		batch_set(&st->messages, row, 6, CStringGetTextDatum(step->purpose));
+	batch_set(&st->messages, row, 7, CStringGetTextDatum(address));
+	if (email)
+		batch_set(&st->messages, row, 8,
+				  PointerGetDatum(cstring_to_text_with_len(subject.data, subject.len)));
+	batch_set(&st->messages, row, 9,
+			  PointerGetDatum(cstring_to_text_with_len(body.data, body.len)));
+	if (seq->limited)
+		journey_rate_add(&seq->rate, st->as_of);
+	log_decision(st, en, step->step_index, "queued",
+				 psprintf("%s to %s", channel, address));
+	return SEND_GO_ON;
+}
+
+/*
+ * Runs one enrollment from its current step as far as it goes at as_of,
+ * recording its new state and every decision.
+ */
+static void
+run_enrollment(ExecState *st, ExecEnrollment *en)
+{
+	ExecSequence *seq = en->seq;
+	int32		index = en->step;
+
+	for (;;)
+	{
+		int			pos;
+		ExecStep   *step = find_step(seq, index, &pos);
+		int32		target;
+
+		if (step == NULL)
+		{
+			set_finished(st, en, index,
+						 psprintf("finished: step %d does not exist", index));
+			return;
+		}
+		if (step->invalid)
+		{
+			set_stopped(st, en, index, step->invalid);
+			return;
+		}
+
+		target = step->next_step;
+		switch (step->kind)
+		{
+			case STEP_WAIT:
+				break;
+			case STEP_EMAIL:
+			case STEP_SMS:
+				if (run_send(st, en, step) == SEND_DEFERRED)
+					return;
+				break;
+			case STEP_BRANCH:
+				{
+					JourneyBranchInput in;
+					JsonbValue *customer;
+					bool		taken;
+
+					customer = journey_jsonb_get(enrollment_ctx(en), "customer");
+					in.customer = (customer && customer->type == jbvBinary) ?
+						customer->val.binary.data : NULL;
+					in.enrollment_id = DatumGetUUIDP(en->id);
+					in.step_index = index;
+					in.nevents = en->nevents;
+					in.events = en->events;
+					taken = journey_condition_eval(step->cond, &in);
+					target = taken ? step->targets.then_step : step->targets.else_step;
+					log_decision(st, en, index, taken ? "branch_then" : "branch_else",
+								 target == 0 ?
+								 psprintf("%s is %s: finish", step->cond_text,
+										  taken ? "true" : "false") :
+								 psprintf("%s is %s: go to step %d", step->cond_text,
+										  taken ? "true" : "false", target));
+					break;
+				}
+		}
+
+		if (target == STEP_FOLLOWING)
+		{
+			if (pos + 1 >= seq->nsteps)
+			{
+				set_finished(st, en, index,
+							 psprintf("finished after step %d, the last step", index));
+				return;
+			}
+			target = seq->steps[pos + 1].step_index;
+		}
+		else if (target == 0)
+		{
+			set_finished(st, en, index,
+						 psprintf("finished: step %d leads to the end", index));
+			return;
+		}
+		else if (target <= index)
+		{
+			/* Journeys are acyclic; a backward jump could loop forever. */
+			set_stopped(st, en, index,
+						psprintf("it leads back to step %d; journeys only go forward",
+								 target));
+			return;
+		}
+
+		/* Arrive at target: its delay counts from as_of. */
+		step = find_step(seq, target, &pos);
+		if (step == NULL)
+		{
+			set_finished(st, en, target,
+						 psprintf("finished: step %d does not exist", target));
+			return;
+		}
+		if (step->wait_ms > 0)
+		{
+			set_waiting(st, en, target,
+						journey_timestamp_add_ms(st->as_of, step->wait_ms));
+			return;
+		}
+		index = target;
+	}
+}
+
+/* ---------- loading ---------- */
+
+static char *
+step_kind_error(ExecStep *step, Jsonb *message_config, Jsonb *branch_config)
+{
+	char	   *subject;
+	char	   *body;
+	char		where[64];
+
+	if (step->kind == STEP_EMAIL || step->kind == STEP_SMS)
+	{
+		subject = message_config ? journey_jsonb_get_text(message_config, "subject") : NULL;
+		body = message_config ? journey_jsonb_get_text(message_config, "body") : NULL;
+		if (step->kind == STEP_EMAIL && subject == NULL)
+			return "message_config has no subject";
+		if (body == NULL)
+			return "message_config has no body";
+		snprintf(where, sizeof(where), "step %d message.subject", step->step_index);
+		if (step->kind == STEP_EMAIL)
+			step->subject = journey_template_parse(subject, pstrdup(where));
+		snprintf(where, sizeof(where), "step %d message.body", step->step_index);
+		step->body = journey_template_parse(body, pstrdup(where));
+	}
+	else if (step->kind == STEP_BRANCH)
+	{
+		const char *error = NULL;
+		JsonbValue *cond;
+
+		step->cond = journey_condition_parse(branch_config, &step->targets, &error);
+		if (step->cond == NULL)
+			return pstrdup(error);
+		if ((step->targets.then_step != 0 && step->targets.then_step <= step->step_index) ||
+			(step->targets.else_step != 0 && step->targets.else_step <= step->step_index))
+			return "branch targets must be later steps or 0";
+		cond = journey_jsonb_get(branch_config, "if");
+		step->cond_text = JsonbToCString(NULL, cond->val.binary.data, cond->val.binary.len);
+	}
+	return NULL;
+}
+
+/*
+ * Parses a step's templates or condition.  A parse error (only possible in
+ * rows written around create_sequence) marks the step invalid instead of
+ * failing the call, so one bad step cannot block every due enrollment.
+ */
+static void
+prepare_step(ExecStep *step, Jsonb *message_config, Jsonb *branch_config,
+			 MemoryContext cxt)
+{
+	ResourceOwner owner = CurrentResourceOwner;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		step->invalid = step_kind_error(step, message_config, branch_config);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		step->invalid = pstrdup(edata->message);
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+}
+
+static void
+load_sequences(ExecState *st, MemoryContext cxt)
+{
+	HASH_SEQ_STATUS hs;
+	ExecSequence *seq;
+	Datum	   *ids;
+	int			n = 0;
+	Oid			argtypes[1] = {UUIDARRAYOID};
+	Datum		args[1];
+	SPITupleTable *tt;
+	ExecSequence *cur = NULL;
+	int			capacity = 0;
+
+	ids = palloc(sizeof(Datum) * hash_get_num_entries(st->sequences));
+	hash_seq_init(&hs, st->sequences);
+	while ((seq = hash_seq_search(&hs)) != NULL)
+		ids[n++] = UUIDPGetDatum(&seq->id);
+	args[0] = uuid_array(ids, n);
+	run_plan(keep_plan(&steps_plan, steps_sql, 1, argtypes), args, NULL, SPI_OK_SELECT);
+	tt = SPI_tuptable;
+
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = tt->vals[r];
+		TupleDesc	desc = tt->tupdesc;
+		bool		isnull;
+		Datum		d;
+		ExecStep   *step;
+		char	   *kind;
+		Jsonb	   *message_config;
+		Jsonb	   *branch_config;
+
+		d = SPI_getbinval(tup, desc, 1, &isnull);
+		if (cur == NULL || memcmp(&cur->id, DatumGetUUIDP(d), UUID_LEN) != 0)
+		{
+			Datum		qs;
+			Datum		qe;
+			bool		qs_null;
+			bool		qe_null;
+
+			cur = hash_search(st->sequences, DatumGetUUIDP(d), HASH_FIND, NULL);
+			if (cur == NULL)
+				elog(ERROR, "journey executor loaded a sequence it did not ask for");
+			memcpy(&cur->business_id, DatumGetUUIDP(SPI_getbinval(tup, desc, 2, &isnull)),
+				   UUID_LEN);
+			qs = SPI_getbinval(tup, desc, 3, &qs_null);
+			qe = SPI_getbinval(tup, desc, 4, &qe_null);
+			cur->has_quiet = !qs_null && !qe_null &&
+				DatumGetTimeADT(qs) != DatumGetTimeADT(qe);
+			cur->quiet_start = qs_null ? 0 : DatumGetTimeADT(qs);
+			cur->quiet_end = qe_null ? 0 : DatumGetTimeADT(qe);
+			d = SPI_getbinval(tup, desc, 5, &isnull);
+			cur->rate_per_hour = isnull ? 0 : DatumGetInt32(d);
+			d = SPI_getbinval(tup, desc, 6, &isnull);
+			cur->rate_per_day = isnull ? 0 : DatumGetInt32(d);
+			capacity = 8;
+			cur->steps = palloc(sizeof(ExecStep) * capacity);
+		}
+
+		d = SPI_getbinval(tup, desc, 7, &isnull);
+		if (isnull)
+			continue;			/* a sequence without steps */
+		if (cur->nsteps == capacity)
+		{
+			capacity *= 2;
+			cur->steps = repalloc(cur->steps, sizeof(ExecStep) * capacity);
+		}
+		step = &cur->steps[cur->nsteps++];
+		memset(step, 0, sizeof(ExecStep));
+		step->step_index = DatumGetInt32(d);
+		kind = TextDatumGetCString(SPI_getbinval(tup, desc, 8, &isnull));
+		if (strcmp(kind, "send_email") == 0)
+			step->kind = STEP_EMAIL;
+		else if (strcmp(kind, "send_sms") == 0)
+			step->kind = STEP_SMS;
+		else if (strcmp(kind, "branch") == 0)
+			step->kind = STEP_BRANCH;
+		else
+			step->kind = STEP_WAIT;
+		step->wait_ms = DatumGetInt64(SPI_getbinval(tup, desc, 9, &isnull));
+		d = SPI_getbinval(tup, desc, 10, &isnull);
+		step->purpose = isnull ? NULL : TextDatumGetCString(d);
+		d = SPI_getbinval(tup, desc, 11, &isnull);
+		message_config = isnull ? NULL : DatumGetJsonbP(d);
+		d = SPI_getbinval(tup, desc, 12, &isnull);
+		branch_config = isnull ? NULL : DatumGetJsonbP(d);
+		d = SPI_getbinval(tup, desc, 13, &isnull);
+		step->next_step = isnull ? STEP_FOLLOWING : DatumGetInt32(d);
+		if (step->next_step != STEP_FOLLOWING && step->next_step != 0 &&
+			step->next_step <= step->step_index)
+			step->invalid = psprintf("its next step %d is not a later step",
+									 step->next_step);
+		else if (step->kind != STEP_WAIT)
+			prepare_step(step, message_config, branch_config, cxt);
+		if (step->kind == STEP_EMAIL || step->kind == STEP_SMS)
+			cur->has_sends = true;
+		if (step->cond)
+			journey_condition_event_types(step->cond, &cur->event_types);
+	}
+}
+
+/*
+ * Locks the rate-limited sequences (id order, so concurrent executors
+ * queue up per sequence instead of both filling the same window) and
+ * loads the send times their windows count.
+ */
+static void
+load_rate_windows(ExecState *st)
+{
+	HASH_SEQ_STATUS hs;
+	ExecSequence *seq;
+	int			nmax = hash_get_num_entries(st->sequences);
+	Datum	   *biz = palloc(sizeof(Datum) * nmax);
+	Datum	   *ids = palloc(sizeof(Datum) * nmax);
+	Datum	   *since = palloc(sizeof(Datum) * nmax);
+	int			n = 0;
+	Oid			lock_types[1] = {UUIDARRAYOID};
+	Oid			rate_types[3] = {UUIDARRAYOID, UUIDARRAYOID, TIMESTAMPTZARRAYOID};
+	Datum		args[3];
+	SPITupleTable *tt;
+	ExecSequence *cur = NULL;
+
+	hash_seq_init(&hs, st->sequences);
+	while ((seq = hash_seq_search(&hs)) != NULL)
+	{
+		if (!seq->has_sends || (seq->rate_per_hour == 0 && seq->rate_per_day == 0))
+			continue;
+		seq->limited = true;
+		journey_rate_init(&seq->rate, seq->rate_per_hour, seq->rate_per_day);
+		biz[n] = UUIDPGetDatum(&seq->business_id);
+		ids[n] = UUIDPGetDatum(&seq->id);
+		since[n] = TimestampTzGetDatum(st->as_of -
+									   (seq->rate_per_day ? USECS_PER_DAY : USECS_PER_HOUR));
+		n++;
+	}
+	if (n == 0)
+		return;
+
+	args[0] = uuid_array(ids, n);
+	run_plan(keep_plan(&lock_plan, lock_sql, 1, lock_types), args, NULL,
+			 SPI_OK_SELECT);
+
+	args[0] = uuid_array(biz, n);
+	args[1] = uuid_array(ids, n);
+	args[2] = PointerGetDatum(construct_array(since, n, TIMESTAMPTZOID, sizeof(TimestampTz),
+											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	run_plan(keep_plan(&rate_plan, rate_sql, 3, rate_types), args, NULL, SPI_OK_SELECT);
+	tt = SPI_tuptable;
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		Datum		id = SPI_getbinval(tt->vals[r], tt->tupdesc, 1, &isnull);
+
+		if (cur == NULL || memcmp(&cur->id, DatumGetUUIDP(id), UUID_LEN) != 0)
+			cur = hash_search(st->sequences, DatumGetUUIDP(id), HASH_FIND, NULL);
+		journey_rate_add(&cur->rate,
+						 DatumGetTimestampTz(SPI_getbinval(tt->vals[r], tt->tupdesc, 2,
+														   &isnull)));
+	}
+	SPI_freetuptable(tt);
+}
+
+/* Finds, in one statement, which tested events each enrollment has had. */
+static void
+load_events(ExecState *st, ExecEnrollment *ens, int nens)
+{
+	List	   *types = NIL;
+	HASH_SEQ_STATUS hs;
+	ExecSequence *seq;
+	int		   *which = palloc(sizeof(int) * nens);
+	Datum	   *biz = palloc(sizeof(Datum) * nens);
+	Datum	   *cust = palloc(sizeof(Datum) * nens);
+	Datum	   *since = palloc(sizeof(Datum) * nens);
+	Datum	   *trig = palloc(sizeof(Datum) * nens);
+	bool	   *trig_null = palloc(sizeof(bool) * nens);
+	Datum	   *type_datums;
+	int			n = 0;
+	int			i;
+	int			dims[1];
+	int			lbs[1] = {1};
+	ListCell   *lc;
+	Oid			argtypes[6] = {UUIDARRAYOID, UUIDARRAYOID, TIMESTAMPTZARRAYOID,
+	INT8ARRAYOID, TEXTARRAYOID, TIMESTAMPTZOID};
+	Datum		args[6];
+	SPITupleTable *tt;
+
+	hash_seq_init(&hs, st->sequences);
+	while ((seq = hash_seq_search(&hs)) != NULL)
+	{
+		foreach(lc, seq->event_types)
+		{
+			ListCell   *lc2;
+			bool		seen = false;
+
+			foreach(lc2, types)
+				seen = seen || strcmp(lfirst(lc2), lfirst(lc)) == 0;
+			if (!seen)
+				types = lappend(types, lfirst(lc));
+		}
+	}
+	if (types == NIL)
+		return;
+
+	for (i = 0; i < nens; i++)
+	{
+		if (ens[i].seq->event_types == NIL)
+			continue;
+		which[n] = i;
+		biz[n] = ens[i].business_id;
+		cust[n] = ens[i].customer_id;
+		since[n] = TimestampTzGetDatum(ens[i].enrolled_at);
+		trig[n] = ens[i].trigger_event_id;
+		trig_null[n] = ens[i].trigger_event_null;
+		n++;
+	}
+	type_datums = palloc(sizeof(Datum) * list_length(types));
+	i = 0;
+	foreach(lc, types)
+		type_datums[i++] = CStringGetTextDatum(lfirst(lc));
+
+	dims[0] = n;
+	args[0] = uuid_array(biz, n);
+	args[1] = uuid_array(cust, n);
+	args[2] = PointerGetDatum(construct_array(since, n, TIMESTAMPTZOID, sizeof(TimestampTz),
+											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[3] = PointerGetDatum(construct_md_array(trig, trig_null, 1, dims, lbs, INT8OID,
+												 sizeof(int64), FLOAT8PASSBYVAL,
+												 TYPALIGN_DOUBLE));
+	args[4] = PointerGetDatum(construct_array(type_datums, list_length(types), TEXTOID,
+											  -1, false, TYPALIGN_INT));
+	args[5] = TimestampTzGetDatum(st->as_of);
+	run_plan(keep_plan(&events_plan, events_sql, 6, argtypes), args, NULL, SPI_OK_SELECT);
+	tt = SPI_tuptable;
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		int64		ord = DatumGetInt64(SPI_getbinval(tt->vals[r], tt->tupdesc, 1, &isnull));
+		ExecEnrollment *en = &ens[which[ord - 1]];
+
+		if (en->events == NULL)
+			en->events = palloc(sizeof(char *) * list_length(types));
+		en->events[en->nevents++] =
+			TextDatumGetCString(SPI_getbinval(tt->vals[r], tt->tupdesc, 2, &isnull));
+	}
+}
+
+static char *
+text_or_null(HeapTuple tup, TupleDesc desc, int col)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
+
+	return isnull ? NULL : TextDatumGetCString(d);
+}
+
+/* ---------- applying ---------- */
+
+static void
+apply_results(ExecState *st)
+{
+	Datum		values[BATCH_MAX_COLS + 1];
+	char		nulls[BATCH_MAX_COLS + 1];
+
+	if (st->updates.n > 0)
+	{
+		Oid			types[6] = {UUIDARRAYOID, INT4ARRAYOID, TIMESTAMPTZARRAYOID,
+		TEXTARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID};
+
+		batch_args(&st->updates, values, nulls);
+		run_plan(keep_plan(&update_plan, update_sql, 6, types), values, nulls,
+				 SPI_OK_UPDATE);
+	}
+	if (st->messages.n > 0)
+	{
+		Oid			types[11] = {UUIDARRAYOID, UUIDARRAYOID, UUIDARRAYOID, INT4ARRAYOID,
+			UUIDARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+		TEXTARRAYOID, TIMESTAMPTZOID};
+
+		batch_args(&st->messages, values, nulls);
+		values[10] = TimestampTzGetDatum(st->as_of);
+		nulls[10] = ' ';
+		run_plan(keep_plan(&messages_plan, messages_sql, 11, types), values, nulls,
+				 SPI_OK_INSERT);
+		if (SPI_processed > 0)
+			journey_sender_wake_at_commit();
+	}
+	if (st->log.n > 0)
+	{
+		Oid			types[6] = {UUIDARRAYOID, UUIDARRAYOID, INT4ARRAYOID, TEXTARRAYOID,
+		TEXTARRAYOID, TIMESTAMPTZOID};
+
+		batch_args(&st->log, values, nulls);
+		values[5] = TimestampTzGetDatum(st->as_of);
+		nulls[5] = ' ';
+		run_plan(keep_plan(&log_plan, log_sql, 6, types), values, nulls, SPI_OK_INSERT);
+	}
+}
+
+/* ---------- the SQL function ---------- */
+
+Datum
+journey_advance_due_enrollments(PG_FUNCTION_ARGS)
+{
+	int32		batch_size;
+	TimestampTz as_of;
+	MemoryContext callcxt;
+	MemoryContext oldcxt;
+	ExecState	st;
+	HASHCTL		hctl;
+	Oid			claim_types[2] = {INT8OID, TIMESTAMPTZOID};
+	Datum		claim_args[2];
+	SPITupleTable *claimed;
+	uint64		nclaimed;
+	ExecEnrollment *ens;
+	static const Oid update_cols[6] = {UUIDOID, INT4OID, TIMESTAMPTZOID, TEXTOID,
+	TIMESTAMPTZOID, TEXTOID};
+	static const Oid message_cols[10] = {UUIDOID, UUIDOID, UUIDOID, INT4OID, UUIDOID,
+	TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+	static const Oid log_cols[5] = {UUIDOID, UUIDOID, INT4OID, TEXTOID, TEXTOID};
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", PG_ARGISNULL(0) ? "p_batch_size" : "p_as_of"),
+				 errhint("Omit the argument to use its default.")));
+	batch_size = PG_GETARG_INT32(0);
+	as_of = PG_GETARG_TIMESTAMPTZ(1);
+	if (batch_size <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("p_batch_size must be positive"),
+				 errdetail("p_batch_size was %d.", batch_size),
+				 errhint("Pass the most enrollments one call may handle, such as 1000.")));
+	if (TIMESTAMP_NOT_FINITE(as_of))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("p_as_of must be a finite timestamp"),
+				 errhint("Pass the time the steps run at, such as now().")));
+
+	callcxt = AllocSetContextCreate(CurrentMemoryContext, "journey executor call",
+									ALLOCSET_DEFAULT_SIZES);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	oldcxt = MemoryContextSwitchTo(callcxt);
+
+	/* 1. claim */
+	claim_args[0] = Int64GetDatum(batch_size);
+	claim_args[1] = TimestampTzGetDatum(as_of);
+	run_plan(keep_plan(&claim_plan, claim_sql, 2, claim_types), claim_args, NULL,
+			 SPI_OK_SELECT);
+	claimed = SPI_tuptable;
+	nclaimed = SPI_processed;
+	if (nclaimed == 0)
+	{
+		MemoryContextSwitchTo(oldcxt);
+		SPI_finish();
+		MemoryContextDelete(callcxt);
+		PG_RETURN_INT32(0);
+	}
+
+	memset(&st, 0, sizeof(st));
+	st.as_of = as_of;
+	st.t_active = CStringGetTextDatum("active");
+	st.t_finished = CStringGetTextDatum("finished");
+	st.t_stopped = CStringGetTextDatum("stopped");
+	st.t_email = CStringGetTextDatum("email");
+	st.t_sms = CStringGetTextDatum("sms");
+	initStringInfo(&st.buf);
+	batch_init(&st.updates, 6, update_cols);
+	batch_init(&st.messages, 10, message_cols);
+	batch_init(&st.log, 5, log_cols);
+	hctl.keysize = UUID_LEN;
+	hctl.entrysize = sizeof(ExecSequence);
+	hctl.hcxt = callcxt;
+	st.sequences = hash_create("journey executor sequences", 16, &hctl,
+							   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+
+	ens = palloc0(sizeof(ExecEnrollment) * nclaimed);
+	for (uint64 i = 0; i < nclaimed; i++)
+	{
+		HeapTuple	tup = claimed->vals[i];
+		TupleDesc	desc = claimed->tupdesc;
+		ExecEnrollment *en = &ens[i];
+		bool		isnull;
+		bool		found;
+
+		en->id = SPI_getbinval(tup, desc, 1, &isnull);
+		en->business_id = SPI_getbinval(tup, desc, 2, &isnull);
+		en->sequence_id = SPI_getbinval(tup, desc, 3, &isnull);
+		en->customer_id = SPI_getbinval(tup, desc, 4, &isnull);
+		en->step = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
+		en->enrolled_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 6, &isnull));
+		en->trigger_event_id = SPI_getbinval(tup, desc, 7, &en->trigger_event_null);
+		en->email = text_or_null(tup, desc, 8);
+		en->phone = text_or_null(tup, desc, 9);
+		en->zone = text_or_null(tup, desc, 10);
+		en->email_suppressed = DatumGetBool(SPI_getbinval(tup, desc, 11, &isnull));
+		en->phone_suppressed = DatumGetBool(SPI_getbinval(tup, desc, 12, &isnull));
+		en->ctx = SPI_getbinval(tup, desc, 13, &isnull);
+		en->seq = hash_search(st.sequences, DatumGetUUIDP(en->sequence_id), HASH_ENTER,
+							  &found);
+		if (!found)
+		{
+			ExecSequence *seq = en->seq;
+			pg_uuid_t	key = seq->id;
+
+			memset(seq, 0, sizeof(ExecSequence));
+			seq->id = key;
+		}
+	}
+
+	/* 2, 3: steps, rate windows, events */
+	load_sequences(&st, callcxt);
+	load_rate_windows(&st);
+	load_events(&st, ens, (int) nclaimed);
+
+	/* 4: the state machine, in memory */
+	for (uint64 i = 0; i < nclaimed; i++)
+	{
+		CHECK_FOR_INTERRUPTS();
+		run_enrollment(&st, &ens[i]);
+	}
+
+	/* 5: three set-based statements */
+	apply_results(&st);
+
+	MemoryContextSwitchTo(oldcxt);
+	SPI_finish();
+	MemoryContextDelete(callcxt);
+	PG_RETURN_INT32((int32) nclaimed);
+}

@@ -16,8 +16,11 @@
 
 #include "fmgr.h"
 #include "lib/stringinfo.h"
+#include "nodes/pg_list.h"
+#include "utils/date.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
+#include "utils/uuid.h"
 
 /* ---------- journey.c: settings (all journey.* GUCs) ---------- */
 
@@ -95,6 +98,78 @@ extern void journey_log_decision(Datum business_id, Datum enrollment_id,
 								 int step_index, bool step_is_null,
 								 const char *outcome, const char *detail,
 								 TimestampTz at);
+
+/* ---------- timewindow.c: quiet hours and rate limits (executor) ---------- */
+
+/*
+ * When t falls inside the daily quiet window [start, end) of local time in
+ * tz (crossing midnight when start > end; none when equal), returns true
+ * with *window_end the instant the window ends.
+ */
+extern bool journey_quiet_hours_end(TimestampTz t, struct pg_tz *tz,
+									TimeADT start, TimeADT end,
+									TimestampTz *window_end);
+
+/* Appends t as local "YYYY-MM-DD HH:MM[:SS]" in tz. */
+extern void journey_format_local(StringInfo out, TimestampTz t, struct pg_tz *tz);
+
+/* Appends a time of day as "HH:MM[:SS]". */
+extern void journey_format_time(StringInfo out, TimeADT t);
+
+/* The send times of one sequence that its rolling limits count. */
+typedef struct JourneyRateWindow
+{
+	int32		per_hour;		/* 0: unlimited */
+	int32		per_day;		/* 0: unlimited */
+	int			ntimes;
+	int			capacity;
+	TimestampTz *times;			/* sorted ascending */
+} JourneyRateWindow;
+
+extern void journey_rate_init(JourneyRateWindow *w, int32 per_hour, int32 per_day);
+extern void journey_rate_add(JourneyRateWindow *w, TimestampTz t);
+
+/*
+ * When a send at t would exceed a limit, returns true with *run_at the
+ * first later moment both windows have a free slot, *by_day telling which
+ * limit was hit at t and *count how many sends that window holds at t.
+ */
+extern bool journey_rate_defer(const JourneyRateWindow *w, TimestampTz t,
+							   TimestampTz *run_at, bool *by_day, int *count);
+
+/* ---------- branch.c: branch conditions (executor) ---------- */
+
+typedef struct JourneyCondition JourneyCondition;
+
+typedef struct JourneyBranchTargets
+{
+	int32		then_step;		/* 0: finish */
+	int32		else_step;
+} JourneyBranchTargets;
+
+/* What a condition is evaluated against for one enrollment. */
+typedef struct JourneyBranchInput
+{
+	JsonbContainer *customer;	/* the context's "customer" object */
+	const pg_uuid_t *enrollment_id;
+	int32		step_index;
+	int			nevents;
+	char	  **events;			/* event types seen since enrollment */
+} JourneyBranchInput;
+
+/*
+ * Parses {"if": COND, "then": N, "else": N}.  Returns NULL with *error set
+ * when it is malformed; may raise for numbers out of range.
+ */
+extern JourneyCondition *journey_condition_parse(Jsonb *branch_config,
+												 JourneyBranchTargets *targets,
+												 const char **error);
+
+/* Adds the event types the condition tests (char *) to *types, once each. */
+extern void journey_condition_event_types(const JourneyCondition *cond, List **types);
+
+extern bool journey_condition_eval(const JourneyCondition *cond,
+								   const JourneyBranchInput *in);
 
 /* ---------- worker.c: waking the sender ---------- */
 
