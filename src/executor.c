@@ -105,12 +105,14 @@ typedef struct ExecEnrollment
 	TimestampTz enrolled_at;
 	Datum		trigger_event_id;
 	bool		trigger_event_null;
+	TimestampTz next_run_at;
 	char	   *email;
 	char	   *phone;
 	char	   *zone;
 	bool		email_suppressed;
 	bool		phone_suppressed;
-	Datum		ctx;			/* jsonb, detoasted on first use */
+	HeapTuple	tup;			/* the claim row: the context's columns */
+	Jsonb	   *ctx;			/* built on first use */
 	ExecSequence *seq;
 	int			nevents;
 	char	  **events;
@@ -141,7 +143,11 @@ typedef struct ExecState
 	Datum		t_stopped;
 	Datum		t_email;
 	Datum		t_sms;
-	StringInfoData buf;
+	TupleDesc	claim_desc;
+	MemoryContext scratch;		/* reset after each enrollment */
+	StringInfoData buf;			/* details */
+	StringInfoData subject;		/* rendering, reused */
+	StringInfoData body;
 } ExecState;
 
 /* Kept plans, prepared on first use in a backend. */
@@ -160,36 +166,30 @@ static SPIPlanPtr log_plan = NULL;
  * documents.  search_path is pinned by the function's declaration.
  */
 static const char *claim_sql =
-"SELECT e.id, e.business_id, e.sequence_id, e.customer_id,"
-"       e.current_step_index, e.enrolled_at, e.trigger_event_id,"
-"       c.email, c.phone, COALESCE(c.timezone, b.timezone),"
-"       EXISTS (SELECT 1 FROM journey.suppressions su"
-"                WHERE su.business_id = e.business_id"
+"SELECT k.id, k.business_id, k.sequence_id, k.customer_id,"
+"       k.current_step_index, k.enrolled_at, k.trigger_event_id, k.next_run_at,"
+"       k.meta, c.email, c.phone, COALESCE(c.timezone, b.timezone),"
+"       EXISTS (SELECT FROM journey.suppressions su"
+"                WHERE su.business_id = k.business_id"
 "                  AND su.channel = 'email' AND su.address = c.email),"
-"       EXISTS (SELECT 1 FROM journey.suppressions su"
-"                WHERE su.business_id = e.business_id"
+"       EXISTS (SELECT FROM journey.suppressions su"
+"                WHERE su.business_id = k.business_id"
 "                  AND su.channel = 'sms' AND su.address = c.phone),"
-"       jsonb_build_object("
-"         'customer', jsonb_build_object("
-"             'id', c.id, 'full_name', c.full_name, 'email', c.email,"
-"             'phone', c.phone, 'timezone', c.timezone,"
-"             'external_id', c.external_id, 'attributes', c.attributes,"
-"             'last_review_request_at', c.last_review_request_at),"
-"         'business', jsonb_build_object("
-"             'name', b.name, 'email', b.email, 'phone', b.phone,"
-"             'google_review_url', b.google_review_url,"
-"             'timezone', b.timezone),"
-"         'review_link', b.google_review_url,"
-"         'enrollment', jsonb_build_object('meta', e.meta),"
-"         'event', e.meta -> 'event')"
-"  FROM journey.sequence_enrollments e"
-"  JOIN journey.sequences s ON s.id = e.sequence_id"
-"  JOIN journey.customers c ON c.id = e.customer_id"
-"  JOIN journey.businesses b ON b.id = e.business_id"
-" WHERE e.status = 'active' AND e.next_run_at <= $2 AND s.status = 'active'"
-" ORDER BY e.next_run_at"
-" LIMIT $1"
-"   FOR UPDATE OF e SKIP LOCKED";
+"       c.full_name, c.timezone, c.external_id, c.attributes,"
+"       b.name, b.email, b.phone, b.google_review_url, b.timezone"
+"  FROM ("
+"  SELECT e.id, e.business_id, e.sequence_id, e.customer_id,"
+"         e.current_step_index, e.enrolled_at, e.trigger_event_id, e.meta,"
+"         e.next_run_at"
+"    FROM journey.sequence_enrollments e"
+"   WHERE e.status = 'active' AND e.next_run_at <= $2"
+"     AND EXISTS (SELECT FROM journey.sequences s"
+"                  WHERE s.id = e.sequence_id AND s.status = 'active')"
+"   ORDER BY e.next_run_at"
+"   LIMIT $1"
+"     FOR UPDATE OF e SKIP LOCKED) k"
+"  JOIN journey.customers c ON c.id = k.customer_id"
+"  JOIN journey.businesses b ON b.id = k.business_id";
 
 static const char *steps_sql =
 "SELECT s.id, s.business_id, s.quiet_hours_start, s.quiet_hours_end,"
@@ -368,7 +368,8 @@ log_decision(ExecState *st, ExecEnrollment *en, int32 step, const char *outcome,
 	if (step > 0)
 		batch_set(&st->log, row, 2, Int32GetDatum(step));
 	batch_set(&st->log, row, 3, CStringGetTextDatum(outcome));
-	batch_set(&st->log, row, 4, CStringGetTextDatum(detail));
+	batch_set(&st->log, row, 4,
+			  PointerGetDatum(cstring_to_text_with_len(detail, strlen(detail))));
 }
 
 /* The enrollment's new state: waits at step until next_run_at. */
@@ -431,13 +432,145 @@ find_step(ExecSequence *seq, int32 index, int *pos)
 	return NULL;
 }
 
-static Jsonb *
-enrollment_ctx(ExecEnrollment *en)
-{
-	Jsonb	   *ctx = DatumGetJsonbP(en->ctx);
+/* Claim columns (1-based) the context is built from. */
+#define CLAIM_META			9
+#define CLAIM_FULL_NAME		15
+#define CLAIM_CUSTOMER_TZ	16
+#define CLAIM_EXTERNAL_ID	17
+#define CLAIM_ATTRIBUTES	18
+#define CLAIM_BUSINESS_NAME	19
 
-	en->ctx = JsonbPGetDatum(ctx);	/* detoast once */
-	return ctx;
+static void
+push_key(JsonbParseState **ps, const char *key)
+{
+	JsonbValue	k;
+
+	k.type = jbvString;
+	k.val.string.val = (char *) key;
+	k.val.string.len = strlen(key);
+	pushJsonbValue(ps, WJB_KEY, &k);
+}
+
+static void
+push_cstring(JsonbParseState **ps, const char *key, const char *value)
+{
+	JsonbValue	v;
+
+	push_key(ps, key);
+	if (value == NULL)
+		v.type = jbvNull;
+	else
+	{
+		v.type = jbvString;
+		v.val.string.val = (char *) value;
+		v.val.string.len = strlen(value);
+	}
+	pushJsonbValue(ps, WJB_VALUE, &v);
+}
+
+/* A text column of the claim row, without copying it. */
+static void
+push_column(JsonbParseState **ps, const char *key, HeapTuple tup, TupleDesc desc,
+			int col)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
+	JsonbValue	v;
+
+	push_key(ps, key);
+	if (isnull)
+		v.type = jbvNull;
+	else
+	{
+		text	   *t = DatumGetTextPP(d);
+
+		v.type = jbvString;
+		v.val.string.val = VARDATA_ANY(t);
+		v.val.string.len = VARSIZE_ANY_EXHDR(t);
+	}
+	pushJsonbValue(ps, WJB_VALUE, &v);
+}
+
+static void
+push_jsonb(JsonbParseState **ps, const char *key, Jsonb *j)
+{
+	JsonbValue	v;
+
+	push_key(ps, key);
+	v.type = jbvBinary;
+	v.val.binary.data = &j->root;
+	v.val.binary.len = VARSIZE(j) - VARHDRSZ;
+	pushJsonbValue(ps, WJB_VALUE, &v);
+}
+
+/*
+ * The template context of SPEC section 3, built from the claim row the
+ * first time a step of this enrollment renders or branches:
+ * {"customer": {id, full_name, email, phone, timezone, external_id,
+ * attributes}, "business": {name, email, phone, google_review_url,
+ * timezone}, "review_link": ..., "enrollment": {"meta": ...},
+ * "event": meta.event}.
+ */
+static Jsonb *
+enrollment_ctx(ExecState *st, ExecEnrollment *en)
+{
+	TupleDesc	desc = st->claim_desc;
+	HeapTuple	tup = en->tup;
+	JsonbParseState *ps = NULL;
+	JsonbValue *result;
+	JsonbValue *event;
+	JsonbValue	null_value;
+	Jsonb	   *meta;
+	bool		isnull;
+
+	MemoryContext old;
+
+	if (en->ctx != NULL)
+		return en->ctx;
+	old = MemoryContextSwitchTo(st->scratch);
+	meta = DatumGetJsonbP(SPI_getbinval(tup, desc, CLAIM_META, &isnull));
+
+	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+	push_key(&ps, "customer");
+	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+	push_cstring(&ps, "id", DatumGetCString(DirectFunctionCall1(uuid_out, en->customer_id)));
+	push_column(&ps, "full_name", tup, desc, CLAIM_FULL_NAME);
+	push_cstring(&ps, "email", en->email);
+	push_cstring(&ps, "phone", en->phone);
+	push_column(&ps, "timezone", tup, desc, CLAIM_CUSTOMER_TZ);
+	push_column(&ps, "external_id", tup, desc, CLAIM_EXTERNAL_ID);
+	push_jsonb(&ps, "attributes",
+			   DatumGetJsonbP(SPI_getbinval(tup, desc, CLAIM_ATTRIBUTES, &isnull)));
+	pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
+
+	push_key(&ps, "business");
+	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+	push_column(&ps, "name", tup, desc, CLAIM_BUSINESS_NAME);
+	push_column(&ps, "email", tup, desc, CLAIM_BUSINESS_NAME + 1);
+	push_column(&ps, "phone", tup, desc, CLAIM_BUSINESS_NAME + 2);
+	push_column(&ps, "google_review_url", tup, desc, CLAIM_BUSINESS_NAME + 3);
+	push_column(&ps, "timezone", tup, desc, CLAIM_BUSINESS_NAME + 4);
+	pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
+	push_column(&ps, "review_link", tup, desc, CLAIM_BUSINESS_NAME + 3);
+
+	push_key(&ps, "enrollment");
+	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+	push_jsonb(&ps, "meta", meta);
+	pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
+
+	push_key(&ps, "event");
+	event = journey_jsonb_get(meta, "event");
+	if (event == NULL)
+	{
+		null_value.type = jbvNull;
+		event = &null_value;
+	}
+	pushJsonbValue(&ps, WJB_VALUE, event);
+	result = pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
+
+	en->ctx = JsonbValueToJsonb(result);
+	MemoryContextSwitchTo(old);
+	return en->ctx;
 }
 
 static pg_tz *
@@ -464,8 +597,8 @@ run_send(ExecState *st, ExecEnrollment *en, ExecStep *step)
 	const char *channel = email ? "email" : "sms";
 	const char *address = email ? en->email : en->phone;
 	TimestampTz run_at;
-	StringInfoData subject;
-	StringInfoData body;
+	StringInfo	subject = &st->subject;
+	StringInfo	body = &st->body;
 	const char *missing = NULL;
 	int			row;
 
@@ -529,18 +662,18 @@ run_send(ExecState *st, ExecEnrollment *en, ExecStep *step)
 	}
 
 	/* 4. render */
-	initStringInfo(&body);
+	resetStringInfo(body);
 	if (email)
 	{
-		initStringInfo(&subject);
-		if (!journey_template_render(step->subject, enrollment_ctx(en), &subject, &missing))
+		resetStringInfo(subject);
+		if (!journey_template_render(step->subject, enrollment_ctx(st, en), subject, &missing))
 		{
 			log_decision(st, en, step->step_index, "skipped_render_error",
 						 psprintf("missing value for {{%s}} in the subject", missing));
 			return SEND_GO_ON;
 		}
 	}
-	if (!journey_template_render(step->body, enrollment_ctx(en), &body, &missing))
+	if (!journey_template_render(step->body, enrollment_ctx(st, en), body, &missing))
 	{
 		log_decision(st, en, step->step_index, "skipped_render_error",
 					 psprintf("missing value for {{%s}} in the body", missing));
@@ -560,13 +693,14 @@ run_send(ExecState *st, ExecEnrollment *en, ExecStep *step)
 	batch_set(&st->messages, row, 7, CStringGetTextDatum(address));
 	if (email)
 		batch_set(&st->messages, row, 8,
-				  PointerGetDatum(cstring_to_text_with_len(subject.data, subject.len)));
+				  PointerGetDatum(cstring_to_text_with_len(subject->data, subject->len)));
 	batch_set(&st->messages, row, 9,
-			  PointerGetDatum(cstring_to_text_with_len(body.data, body.len)));
+			  PointerGetDatum(cstring_to_text_with_len(body->data, body->len)));
 	if (seq->limited)
 		journey_rate_add(&seq->rate, st->as_of);
-	log_decision(st, en, step->step_index, "queued",
-				 psprintf("%s to %s", channel, address));
+	resetStringInfo(&st->buf);
+	appendStringInfo(&st->buf, "%s to %s", channel, address);
+	log_decision(st, en, step->step_index, "queued", st->buf.data);
 	return SEND_GO_ON;
 }
 
@@ -614,7 +748,7 @@ run_enrollment(ExecState *st, ExecEnrollment *en)
 					JsonbValue *customer;
 					bool		taken;
 
-					customer = journey_jsonb_get(enrollment_ctx(en), "customer");
+					customer = journey_jsonb_get(enrollment_ctx(st, en), "customer");
 					in.customer = (customer && customer->type == jbvBinary) ?
 						customer->val.binary.data : NULL;
 					in.enrollment_id = DatumGetUUIDP(en->id);
@@ -1009,21 +1143,16 @@ text_or_null(HeapTuple tup, TupleDesc desc, int col)
 
 /* ---------- applying ---------- */
 
+/*
+ * The messages and the log go in before the enrollments change: their
+ * foreign-key checks then find a single version of each enrollment row.
+ */
 static void
 apply_results(ExecState *st)
 {
 	Datum		values[BATCH_MAX_COLS + 1];
 	char		nulls[BATCH_MAX_COLS + 1];
 
-	if (st->updates.n > 0)
-	{
-		Oid			types[6] = {UUIDARRAYOID, INT4ARRAYOID, TIMESTAMPTZARRAYOID,
-		TEXTARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID};
-
-		batch_args(&st->updates, values, nulls);
-		run_plan(keep_plan(&update_plan, update_sql, 6, types), values, nulls,
-				 SPI_OK_UPDATE);
-	}
 	if (st->messages.n > 0)
 	{
 		Oid			types[11] = {UUIDARRAYOID, UUIDARRAYOID, UUIDARRAYOID, INT4ARRAYOID,
@@ -1048,6 +1177,26 @@ apply_results(ExecState *st)
 		nulls[5] = ' ';
 		run_plan(keep_plan(&log_plan, log_sql, 6, types), values, nulls, SPI_OK_INSERT);
 	}
+	if (st->updates.n > 0)
+	{
+		Oid			types[6] = {UUIDARRAYOID, INT4ARRAYOID, TIMESTAMPTZARRAYOID,
+		TEXTARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID};
+
+		batch_args(&st->updates, values, nulls);
+		run_plan(keep_plan(&update_plan, update_sql, 6, types), values, nulls,
+				 SPI_OK_UPDATE);
+	}
+}
+
+static int
+compare_due(const void *a, const void *b)
+{
+	const ExecEnrollment *x = a;
+	const ExecEnrollment *y = b;
+
+	if (x->next_run_at != y->next_run_at)
+		return x->next_run_at < y->next_run_at ? -1 : 1;
+	return memcmp(DatumGetUUIDP(x->id), DatumGetUUIDP(y->id), UUID_LEN);
 }
 
 /* ---------- the SQL function ---------- */
@@ -1114,12 +1263,17 @@ journey_advance_due_enrollments(PG_FUNCTION_ARGS)
 
 	memset(&st, 0, sizeof(st));
 	st.as_of = as_of;
+	st.claim_desc = claimed->tupdesc;
 	st.t_active = CStringGetTextDatum("active");
 	st.t_finished = CStringGetTextDatum("finished");
 	st.t_stopped = CStringGetTextDatum("stopped");
 	st.t_email = CStringGetTextDatum("email");
 	st.t_sms = CStringGetTextDatum("sms");
 	initStringInfo(&st.buf);
+	initStringInfo(&st.subject);
+	initStringInfo(&st.body);
+	st.scratch = AllocSetContextCreate(callcxt, "journey executor enrollment",
+									   ALLOCSET_DEFAULT_SIZES);
 	batch_init(&st.updates, 6, update_cols);
 	batch_init(&st.messages, 10, message_cols);
 	batch_init(&st.log, 5, log_cols);
@@ -1145,12 +1299,13 @@ journey_advance_due_enrollments(PG_FUNCTION_ARGS)
 		en->step = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
 		en->enrolled_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 6, &isnull));
 		en->trigger_event_id = SPI_getbinval(tup, desc, 7, &en->trigger_event_null);
-		en->email = text_or_null(tup, desc, 8);
-		en->phone = text_or_null(tup, desc, 9);
-		en->zone = text_or_null(tup, desc, 10);
-		en->email_suppressed = DatumGetBool(SPI_getbinval(tup, desc, 11, &isnull));
-		en->phone_suppressed = DatumGetBool(SPI_getbinval(tup, desc, 12, &isnull));
-		en->ctx = SPI_getbinval(tup, desc, 13, &isnull);
+		en->next_run_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 8, &isnull));
+		en->email = text_or_null(tup, desc, 10);
+		en->phone = text_or_null(tup, desc, 11);
+		en->zone = text_or_null(tup, desc, 12);
+		en->email_suppressed = DatumGetBool(SPI_getbinval(tup, desc, 13, &isnull));
+		en->phone_suppressed = DatumGetBool(SPI_getbinval(tup, desc, 14, &isnull));
+		en->tup = tup;
 		en->seq = hash_search(st.sequences, DatumGetUUIDP(en->sequence_id), HASH_ENTER,
 							  &found);
 		if (!found)
@@ -1163,6 +1318,9 @@ journey_advance_due_enrollments(PG_FUNCTION_ARGS)
 		}
 	}
 
+	/* Oldest due first: the order the rate limits hand out slots in. */
+	qsort(ens, nclaimed, sizeof(ExecEnrollment), compare_due);
+
 	/* 2, 3: steps, rate windows, events */
 	load_sequences(&st, callcxt);
 	load_rate_windows(&st);
@@ -1173,6 +1331,8 @@ journey_advance_due_enrollments(PG_FUNCTION_ARGS)
 	{
 		CHECK_FOR_INTERRUPTS();
 		run_enrollment(&st, &ens[i]);
+		ens[i].ctx = NULL;
+		MemoryContextReset(st.scratch);
 	}
 
 	/* 5: three set-based statements */
