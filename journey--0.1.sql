@@ -169,10 +169,13 @@ CREATE TABLE journey.events (
     idempotency_key     text,
     occurred_at         timestamptz NOT NULL DEFAULT pg_catalog.now(),
     created_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    CONSTRAINT events_business_id_idempotency_key_key UNIQUE (business_id, idempotency_key),
     CONSTRAINT events_customer_fkey FOREIGN KEY (business_id, customer_id)
         REFERENCES journey.customers (business_id, id) ON DELETE CASCADE
 );
+-- Unique (business_id, idempotency_key); partial, so the many events that
+-- carry no key cost no entry.
+CREATE UNIQUE INDEX events_idempotency_idx ON journey.events (business_id, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
 -- The customer cascade and "has the customer had event X since enrolling".
 CREATE INDEX events_customer_idx
     ON journey.events (business_id, customer_id, event_type, occurred_at);
@@ -331,6 +334,33 @@ SET jit = off;
 -- Tenancy and security (src/tenant.c)
 -- ===================================================================
 
+-- The member acting now: the JWT "sub" claim on trusted connections,
+-- else current_user.  See journey.trusted_claim_roles.
+CREATE FUNCTION journey.current_member()
+RETURNS text
+AS 'MODULE_PATHNAME', 'journey_current_member'
+LANGUAGE C STABLE;
+
+-- The businesses of the member acting now; what the row-level policies
+-- compare business_id against.
+CREATE FUNCTION journey.member_business_ids()
+RETURNS uuid[]
+AS 'MODULE_PATHNAME', 'journey_member_business_ids'
+LANGUAGE C STABLE;
+
 -- ===================================================================
 -- pg_cron scheduling (src/cron.c)
 -- ===================================================================
+
+-- Schedules SELECT journey.advance_due_enrollments() with pg_cron as the
+-- job journey-executor (replacing an earlier one); returns the job id.
+CREATE FUNCTION journey.schedule_executor(p_schedule text DEFAULT '* * * * *')
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'journey_schedule_executor'
+LANGUAGE C VOLATILE;
+
+-- Removes the journey-executor job; false when there was none.
+CREATE FUNCTION journey.unschedule_executor()
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'journey_unschedule_executor'
+LANGUAGE C VOLATILE;

@@ -1,10 +1,172 @@
 /*-------------------------------------------------------------------------
  *
  * cron.c
- *	  Pg_cron scheduling of the executor.
+ *	  pg_cron scheduling of the executor: schedule_executor and
+ *	  unschedule_executor, and removal of the job when the extension is
+ *	  dropped.
+ *
+ * pg_cron is optional: nothing here runs unless called, and the install
+ * script schedules nothing.  The job is named journey-executor and runs
+ * SELECT journey.advance_due_enrollments() in this database.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/xact.h"
+#include "catalog/objectaccess.h"
+#include "catalog/pg_extension.h"
+#include "commands/dbcommands.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+
 #include "journey.h"
+
+PG_FUNCTION_INFO_V1(journey_schedule_executor);
+PG_FUNCTION_INFO_V1(journey_unschedule_executor);
+
+#define EXECUTOR_JOB_NAME "journey-executor"
+#define EXECUTOR_COMMAND "SELECT journey.advance_due_enrollments()"
+
+static object_access_hook_type prev_object_access_hook = NULL;
+
+static bool
+pg_cron_installed_here(void)
+{
+	bool		installed;
+
+	if (SPI_execute("SELECT 1 FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'pg_cron'",
+					true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "pg_extension look-up failed");
+	installed = SPI_processed > 0;
+	return installed;
+}
+
+static void
+require_pg_cron(const char *schedule)
+{
+	const char *cron_db = GetConfigOption("cron.database_name", true, false);
+	char	   *here = get_database_name(MyDatabaseId);
+
+	if (pg_cron_installed_here())
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("pg_cron is not installed in database \"%s\"", here),
+			 cron_db && strcmp(cron_db, here) != 0 ?
+			 errdetail("pg_cron runs its jobs from database \"%s\".", cron_db) :
+			 errdetail("CREATE EXTENSION pg_cron where cron.database_name points, usually \"postgres\"."),
+			 errhint("In pg_cron's database run: SELECT cron.schedule_in_database('%s', '%s', '%s', '%s');",
+					 EXECUTOR_JOB_NAME, schedule ? schedule : "* * * * *", EXECUTOR_COMMAND, here)));
+}
+
+/*
+ * schedule_executor(p_schedule text default '* * * * *') returns bigint:
+ * the pg_cron job id.  An earlier journey-executor job is replaced.
+ */
+Datum
+journey_schedule_executor(PG_FUNCTION_ARGS)
+{
+	char	   *schedule;
+	Oid			types[3] = {TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[3];
+	bool		isnull;
+	int64		jobid;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("schedule must not be null"),
+				 errhint("Use cron format, e.g. '* * * * *' for every minute.")));
+	schedule = text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+	/* pg_cron 1.4 has no sub-minute schedules; say so before it does. */
+	if (strstr(schedule, "second") != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid schedule \"%s\": the executor runs at most once a minute", schedule),
+				 errhint("Use cron format, e.g. '* * * * *' for every minute, or call "
+						 "journey.advance_due_enrollments() yourself more often.")));
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	require_pg_cron(schedule);
+
+	values[0] = CStringGetTextDatum(EXECUTOR_JOB_NAME);
+	values[1] = CStringGetTextDatum(schedule);
+	values[2] = CStringGetTextDatum(EXECUTOR_COMMAND);
+	if (SPI_execute_with_args("SELECT cron.schedule($1, $2, $3)", 3, types, values, NULL, false, 0) !=
+		SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "cron.schedule returned no job id");
+	jobid = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_finish();
+	PG_RETURN_INT64(jobid);
+}
+
+/*
+ * unschedule_executor() returns boolean: whether there was a job to remove.
+ */
+Datum
+journey_unschedule_executor(PG_FUNCTION_ARGS)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1];
+	bool		removed = false;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	require_pg_cron(NULL);
+	values[0] = CStringGetTextDatum(EXECUTOR_JOB_NAME);
+	if (SPI_execute_with_args("SELECT cron.unschedule(jobid) FROM cron.job "
+							  "WHERE jobname OPERATOR(pg_catalog.=) $1 "
+							  "AND username OPERATOR(pg_catalog.=) CURRENT_USER",
+							  1, types, values, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "cron.unschedule failed");
+	removed = SPI_processed > 0;
+	SPI_finish();
+	PG_RETURN_BOOL(removed);
+}
+
+/*
+ * When the journey extension is dropped, its executor job goes with it, so
+ * pg_cron does not fail every minute on a function that no longer exists.
+ */
+static void
+journey_object_access(ObjectAccessType access, Oid classId, Oid objectId,
+					  int subId, void *arg)
+{
+	if (prev_object_access_hook)
+		prev_object_access_hook(access, classId, objectId, subId, arg);
+
+	if (access == OAT_DROP && classId == ExtensionRelationId &&
+		objectId == get_extension_oid("journey", true))
+	{
+		Oid			types[2] = {TEXTOID, TEXTOID};
+		Datum		values[2];
+
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		if (pg_cron_installed_here())
+		{
+			values[0] = CStringGetTextDatum(EXECUTOR_JOB_NAME);
+			values[1] = CStringGetTextDatum(EXECUTOR_COMMAND);
+			if (SPI_execute_with_args("SELECT cron.unschedule(jobid) FROM cron.job "
+									  "WHERE jobname OPERATOR(pg_catalog.=) $1 "
+									  "AND command OPERATOR(pg_catalog.=) $2",
+									  2, types, values, NULL, false, 0) != SPI_OK_SELECT)
+				elog(ERROR, "removing the journey-executor job failed");
+		}
+		SPI_finish();
+	}
+}
+
+void
+journey_cron_init(void)
+{
+	prev_object_access_hook = object_access_hook;
+	object_access_hook = journey_object_access;
+}

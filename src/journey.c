@@ -128,6 +128,7 @@ _PG_init(void)
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("journey");
+	journey_cron_init();
 
 	if (process_shared_preload_libraries_in_progress)
 		journey_sender_register();

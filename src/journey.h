@@ -84,20 +84,50 @@ extern bool journey_template_render(const JourneyTemplate *tmpl, Jsonb *context,
 
 /* ---------- tenant.c: membership and privilege checks ---------- */
 
+typedef struct JourneyUserSwitch
+{
+	Oid			userid;
+	int			sec_context;
+} JourneyUserSwitch;
+
+/* The role owning the journey tables. */
+extern Oid	journey_tables_owner(void);
+
+/*
+ * Runs what follows as the tables' owner (row-level security does not bind
+ * it) until journey_restore_user; an error in between restores the caller
+ * through transaction abort.  Check membership before switching.
+ */
+extern void journey_become_owner(JourneyUserSwitch *saved);
+extern void journey_restore_user(JourneyUserSwitch *saved);
+
+/* True for superusers, BYPASSRLS roles and members of the tables' owner. */
+extern bool journey_caller_bypasses_rls(void);
+
+/* The journey member acting now (see tenant.c), or NULL for none. */
+extern char *journey_member_name(void);
+
 /*
  * Raises 42501 unless the caller may act for business_id: a member of it,
- * or a role that bypasses row-level security (superuser, BYPASSRLS, the
- * tables' owner).  Writes nothing.
+ * or a role that bypasses row-level security.  Writes nothing.
  */
 extern void journey_require_member(Datum business_id);
 
 /* ---------- enroll.c: enrollment shared with the trigger and executor ---------- */
 
-/* Appends a row to journey.enrollment_log. */
+/* Raises 23503 unless the business exists; call inside SPI or not. */
+extern void journey_require_business_exists(Datum business_id);
+
+/* Appends a row to journey.enrollment_log; the caller is connected to SPI. */
 extern void journey_log_decision(Datum business_id, Datum enrollment_id,
 								 int step_index, bool step_is_null,
 								 const char *outcome, const char *detail,
 								 TimestampTz at);
+
+/* ---------- cron.c: pg_cron scheduling ---------- */
+
+/* Installs the hook that removes the executor job when journey is dropped. */
+extern void journey_cron_init(void);
 
 /* ---------- timewindow.c: quiet hours and rate limits (executor) ---------- */
 

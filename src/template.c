@@ -234,7 +234,7 @@ journey_template_check_paths(const JourneyTemplate *tmpl, const char *where)
 		else if (strcmp(ns, "review_link") == 0)
 		{
 			if (node->nsegments != 1)
-				problem = "review_link has no fields";
+				problem = "has fields, but review_link is a plain value";
 		}
 		else if (strcmp(ns, "enrollment") == 0)
 		{

@@ -35,15 +35,17 @@ if [ "$what" = all ] || [ "$what" = regress ]; then
     "${run_as[@]}" make -C "$work" -s PG_CONFIG="$PG_CONFIG" installcheck \
         TAP_TESTS= \
         EXTRA_REGRESS_OPTS="--temp-instance=$work/tmp_check_regress --temp-config=$work/test/regress.conf" \
-        || { status=$?; cat "$work/regression.diffs" 2>/dev/null | head -200; }
+        || { status=$?; head -c 20000 "$work/regression.diffs" 2>/dev/null || true; }
 fi
 if [ "$what" = all ] || [ "$what" = tap ]; then
     tests=${2:-test/t/*.pl}
     "${run_as[@]}" make -C "$work" -s PG_CONFIG="$PG_CONFIG" installcheck \
         REGRESS= PROVE_TESTS="$tests" PROVE_FLAGS="--timer" || status=$?
     if [ $status -ne 0 ]; then
-        for f in "$work"/tmp_check/log/*; do echo "== $f"; tail -50 "$f"; done 2>/dev/null | tail -400
+        for f in "$work"/tmp_check/log/*; do echo "== $f"; tail -50 "$f"; done 2>/dev/null | tail -400 || true
     fi
 fi
-[ "$work" = "$src" ] || rm -rf "$work"
+if [ "$work" != "$src" ]; then
+    if [ $status -eq 0 ]; then rm -rf "$work"; else echo "test output kept in $work"; fi
+fi
 exit $status
