@@ -637,10 +637,9 @@ run_send(ExecState *st, ExecEnrollment *en, ExecStep *step)
 	/* 3. rolling rate limits of the sequence */
 	if (seq->limited)
 	{
-		bool		by_day = false;
-		int			count = 0;
+		JourneyRateHit hit;
 
-		if (journey_rate_defer(&seq->rate, st->as_of, &run_at, &by_day, &count))
+		if (journey_rate_defer(&seq->rate, st->as_of, &run_at, &hit))
 		{
 			/*
 			 * Hold the slot it will use, so the next deferral of this call
@@ -651,10 +650,19 @@ run_send(ExecState *st, ExecEnrollment *en, ExecStep *step)
 			resetStringInfo(&st->buf);
 			appendStringInfoString(&st->buf, "deferred to ");
 			journey_format_local(&st->buf, run_at, recipient_zone(en));
-			appendStringInfo(&st->buf, " %s: %d messages in the last %s (rate_per_%s %d)",
-							 en->zone, count, by_day ? "24 hours" : "hour",
-							 by_day ? "day" : "hour",
-							 by_day ? seq->rate_per_day : seq->rate_per_hour);
+			appendStringInfo(&st->buf, " %s: ", en->zone);
+			if (hit.hour)
+				appendStringInfo(&st->buf, "%d %s in the last hour (rate_per_hour %d)",
+								 hit.hour_count,
+								 hit.hour_count == 1 ? "message" : "messages",
+								 seq->rate_per_hour);
+			if (hit.hour && hit.day)
+				appendStringInfoString(&st->buf, ", then ");
+			if (hit.day)
+				appendStringInfo(&st->buf, "%d %s in the last 24 hours (rate_per_day %d)",
+								 hit.day_count,
+								 hit.day_count == 1 ? "message" : "messages",
+								 seq->rate_per_day);
 			set_waiting(st, en, step->step_index, run_at);
 			log_decision(st, en, step->step_index, "deferred_rate_limit", st->buf.data);
 			return SEND_DEFERRED;
@@ -1196,6 +1204,9 @@ compare_due(const void *a, const void *b)
 
 	if (x->next_run_at != y->next_run_at)
 		return x->next_run_at < y->next_run_at ? -1 : 1;
+	/* Deferred to the same moment: who enrolled first goes first. */
+	if (x->enrolled_at != y->enrolled_at)
+		return x->enrolled_at < y->enrolled_at ? -1 : 1;
 	return memcmp(DatumGetUUIDP(x->id), DatumGetUUIDP(y->id), UUID_LEN);
 }
 
@@ -1318,7 +1329,7 @@ journey_advance_due_enrollments(PG_FUNCTION_ARGS)
 		}
 	}
 
-	/* Oldest due first: the order the rate limits hand out slots in. */
+	/* Oldest due first: the order rate limits hand out slots in. */
 	qsort(ens, nclaimed, sizeof(ExecEnrollment), compare_due);
 
 	/* 2, 3: steps, rate windows, events */

@@ -159,13 +159,22 @@ typedef struct JourneyRateWindow
 extern void journey_rate_init(JourneyRateWindow *w, int32 per_hour, int32 per_day);
 extern void journey_rate_add(JourneyRateWindow *w, TimestampTz t);
 
+/* Which windows were full on the way to a deferral, and how full. */
+typedef struct JourneyRateHit
+{
+	bool		hour;
+	bool		day;
+	int			hour_count;		/* sends in the hour window when first full */
+	int			day_count;
+} JourneyRateHit;
+
 /*
  * When a send at t would exceed a limit, returns true with *run_at the
- * first later moment both windows have a free slot, *by_day telling which
- * limit was hit at t and *count how many sends that window holds at t.
+ * first later moment both windows have a free slot and *hit saying which
+ * limits moved it there.
  */
 extern bool journey_rate_defer(const JourneyRateWindow *w, TimestampTz t,
-							   TimestampTz *run_at, bool *by_day, int *count);
+							   TimestampTz *run_at, JourneyRateHit *hit);
 
 /* ---------- branch.c: branch conditions (executor) ---------- */
 

@@ -190,11 +190,12 @@ window_full(const JourneyRateWindow *w, TimestampTz t, int64 length_us,
 
 bool
 journey_rate_defer(const JourneyRateWindow *w, TimestampTz t,
-				   TimestampTz *run_at, bool *by_day, int *count)
+				   TimestampTz *run_at, JourneyRateHit *hit)
 {
 	TimestampTz at = t;
-	bool		deferred = false;
 	bool		moved;
+
+	memset(hit, 0, sizeof(JourneyRateHit));
 
 	/*
 	 * Move to the first moment both windows have a free slot; each move goes
@@ -208,26 +209,22 @@ journey_rate_defer(const JourneyRateWindow *w, TimestampTz t,
 		moved = false;
 		if (window_full(w, at, USECS_PER_HOUR, w->per_hour, &free_at, &n))
 		{
-			if (!deferred)
-			{
-				*by_day = false;
-				*count = n;
-			}
+			if (!hit->hour)
+				hit->hour_count = n;
+			hit->hour = true;
 			at = free_at;
-			moved = deferred = true;
+			moved = true;
 		}
 		if (window_full(w, at, USECS_PER_DAY, w->per_day, &free_at, &n))
 		{
-			if (!deferred)
-			{
-				*by_day = true;
-				*count = n;
-			}
+			if (!hit->day)
+				hit->day_count = n;
+			hit->day = true;
 			at = free_at;
-			moved = deferred = true;
+			moved = true;
 		}
 	} while (moved);
 
 	*run_at = at;
-	return deferred;
+	return hit->hour || hit->day;
 }
