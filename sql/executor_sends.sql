@@ -4,6 +4,7 @@
 DROP EXTENSION IF EXISTS journey CASCADE;
 CREATE EXTENSION journey;
 SET timezone = 'UTC';
+SET datestyle = 'ISO, YMD';
 
 \set b1 '00000000-0000-0000-0000-0000000000b1'
 INSERT INTO journey.businesses (id, name, timezone, google_review_url)

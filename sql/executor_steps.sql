@@ -3,6 +3,7 @@
 DROP EXTENSION IF EXISTS journey CASCADE;
 CREATE EXTENSION journey;
 SET timezone = 'UTC';
+SET datestyle = 'ISO, YMD';
 
 \i test/sql/helpers.sql
 
