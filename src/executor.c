@@ -347,6 +347,52 @@ batch_args(Batch *b, Datum *values, char *nulls)
 	}
 }
 
+/*
+ * Reorders a batch's rows by the uuid in column key_col, keeping the order
+ * of rows with equal keys (an enrollment's log rows stay in decision order).
+ * Rows in key order reach the uuid-keyed indexes, and the foreign-key checks
+ * on the enrollments' primary key, in index order.
+ */
+static int
+compare_rows(const void *a, const void *b, void *arg)
+{
+	const Datum *keys = arg;
+	int			x = *(const int *) a;
+	int			y = *(const int *) b;
+	int			r = memcmp(DatumGetUUIDP(keys[x]), DatumGetUUIDP(keys[y]), UUID_LEN);
+
+	if (r != 0)
+		return r;
+	return (x > y) - (x < y);
+}
+
+static void
+batch_sort(Batch *b, int key_col)
+{
+	int		   *order;
+	Datum	   *values;
+	bool	   *nulls;
+
+	if (b->n < 2)
+		return;
+	order = palloc(sizeof(int) * b->n);
+	for (int i = 0; i < b->n; i++)
+		order[i] = i;
+	qsort_arg(order, b->n, sizeof(int), compare_rows, b->values[key_col]);
+	values = palloc(sizeof(Datum) * b->n);
+	nulls = palloc(sizeof(bool) * b->n);
+	for (int c = 0; c < b->ncols; c++)
+	{
+		for (int i = 0; i < b->n; i++)
+		{
+			values[i] = b->values[c][order[i]];
+			nulls[i] = b->nulls[c][order[i]];
+		}
+		memcpy(b->values[c], values, sizeof(Datum) * b->n);
+		memcpy(b->nulls[c], nulls, sizeof(bool) * b->n);
+	}
+}
+
 /* An array of uuid datums (pointers into tuples) */
 static Datum
 uuid_array(Datum *values, int n)
@@ -810,8 +856,21 @@ run_enrollment(ExecState *st, ExecEnrollment *en)
 		}
 		if (step->wait_ms > 0)
 		{
-			set_waiting(st, en, target,
-						journey_timestamp_add_ms(st->as_of, step->wait_ms));
+			TimestampTz next_run_at;
+
+			/*
+			 * A delay past the end of time would fail every call that claims
+			 * this enrollment: stop it instead.
+			 */
+			if (step->wait_ms > (END_TIMESTAMP - st->as_of) / 1000)
+			{
+				set_stopped(st, en, target,
+							psprintf("its wait_ms %lld leaves the range of timestamps",
+									 (long long) step->wait_ms));
+				return;
+			}
+			next_run_at = journey_timestamp_add_ms(st->as_of, step->wait_ms);
+			set_waiting(st, en, target, next_run_at);
 			return;
 		}
 		index = target;
@@ -1167,6 +1226,7 @@ apply_results(ExecState *st)
 			UUIDARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
 		TEXTARRAYOID, TIMESTAMPTZOID};
 
+		batch_sort(&st->messages, 1);
 		batch_args(&st->messages, values, nulls);
 		values[10] = TimestampTzGetDatum(st->as_of);
 		nulls[10] = ' ';
@@ -1180,6 +1240,7 @@ apply_results(ExecState *st)
 		Oid			types[6] = {UUIDARRAYOID, UUIDARRAYOID, INT4ARRAYOID, TEXTARRAYOID,
 		TEXTARRAYOID, TIMESTAMPTZOID};
 
+		batch_sort(&st->log, 1);
 		batch_args(&st->log, values, nulls);
 		values[5] = TimestampTzGetDatum(st->as_of);
 		nulls[5] = ' ';
@@ -1190,6 +1251,7 @@ apply_results(ExecState *st)
 		Oid			types[6] = {UUIDARRAYOID, INT4ARRAYOID, TIMESTAMPTZARRAYOID,
 		TEXTARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID};
 
+		batch_sort(&st->updates, 0);
 		batch_args(&st->updates, values, nulls);
 		run_plan(keep_plan(&update_plan, update_sql, 6, types), values, nulls,
 				 SPI_OK_UPDATE);

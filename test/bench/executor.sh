@@ -107,7 +107,9 @@ UPDATE journey.sequence_enrollments e
 
 # The same as several set-based statements: claimed rows in a temp table,
 # the inserts before the update (their foreign-key checks then meet one
-# version of each enrollment row).  The floor is the faster of the two.
+# version of each enrollment row), rows inserted in enrollment id order (as
+# journey does: the uuid indexes and key checks are then walked in order).
+# The floor is the faster of the two.
 FLOOR2="DO \$\$
 BEGIN
   CREATE TEMP TABLE due ON COMMIT DROP AS
@@ -130,6 +132,7 @@ BEGIN
          'Thanks, ' || split_part(full_name, ' ', 1) || '!',
          'Thank you for choosing ' || business_name || '.', '$T'
     FROM due WHERE email IS NOT NULL AND NOT suppressed
+   ORDER BY id
       ON CONFLICT (enrollment_id, step_index) DO NOTHING;
   INSERT INTO journey.enrollment_log (business_id, enrollment_id, step_index, outcome, detail, at)
   SELECT business_id, id, 1,
@@ -138,7 +141,7 @@ BEGIN
          CASE WHEN email IS NULL THEN 'customer has no email address'
               WHEN suppressed THEN email || ' is suppressed for email'
               ELSE 'email to ' || email END, '$T'
-    FROM due;
+    FROM due ORDER BY id;
   UPDATE journey.sequence_enrollments e
      SET current_step_index = 2, next_run_at = timestamptz '$T' + interval '86400000 ms',
          updated_at = now()
