@@ -60,6 +60,17 @@ SELECT current_step_index, next_run_at, count(*) FROM journey.sequence_enrollmen
 -- one message per enrollment and step: the key holds
 SELECT count(*) = count(DISTINCT (enrollment_id, step_index)) AS unique_per_step FROM journey.messages;
 
+-- The triggering event's payload renders as event.<key> (and is kept under
+-- enrollment.meta.event)
+SELECT journey.create_sequence(:'b1', '{"name": "Receipt", "status": "active", "trigger_event_type": "invoice_paid",
+  "rate_per_hour": null, "rate_per_day": null,
+  "steps": [{"kind": "send_email", "message": {"purpose": "receipt",
+    "subject": "Invoice {{event.invoice}}", "body": "{{customer.first_name}}, we received {{enrollment.meta.event.amount}} USD."}}]}') IS NOT NULL AS created;
+SELECT journey.ingest_event(:'b1', 'invoice_paid', '{"id": "00000000-0000-0000-0000-0000000000c4"}',
+                            '{"invoice": "INV-42", "amount": 120.5}', NULL, '2027-01-12 16:00+00') IS NOT NULL AS ingested;
+SELECT journey.advance_due_enrollments(100, '2027-01-12 16:00+00') AS handled;
+SELECT to_address, subject, body FROM journey.messages WHERE message_purpose = 'receipt';
+
 -- ---------------------------------------------------------------
 -- Quiet hours, in the recipient's local time
 -- ---------------------------------------------------------------
@@ -107,6 +118,13 @@ SELECT * FROM pg_temp.quiet_run('00000000-0000-0000-0000-0000000000c1', '2027-01
 SELECT * FROM pg_temp.quiet_run('00000000-0000-0000-0000-0000000000c1', '2027-03-14 03:00+00');
 -- 2027-11-07 it falls back at 02:00 (EDT to EST): 08:00 is 13:00 UTC, not 12:00
 SELECT * FROM pg_temp.quiet_run('00000000-0000-0000-0000-0000000000c1', '2027-11-07 03:00+00');
+
+-- A window ending in the hour a DST change skips: 02:30 does not exist in
+-- New York on 2027-03-14; the deferral resolves it as Postgres reads such
+-- input, to 03:30 EDT (07:30 UTC)
+UPDATE journey.sequences SET quiet_hours_start = '22:00', quiet_hours_end = '02:30' WHERE id = :'quiet';
+SELECT * FROM pg_temp.quiet_run('00000000-0000-0000-0000-0000000000c1', '2027-03-14 05:00+00');
+UPDATE journey.sequences SET quiet_hours_start = '21:00', quiet_hours_end = '08:00' WHERE id = :'quiet';
 
 -- The customer's zone overrides the business's: at 22:30 UTC it is 22:30 in
 -- London (quiet) but 17:30 in New York (not quiet)

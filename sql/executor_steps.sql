@@ -149,6 +149,20 @@ SELECT e.current_step_index, e.status, e.stop_reason, l.step_index, l.outcome, l
  WHERE e.sequence_id = '00000000-0000-0000-0000-0000000000a1' ORDER BY e.current_step_index, l.id;
 SELECT status, current_step_index, next_run_at FROM journey.sequence_enrollments WHERE id = :'healthy';
 SELECT count(*) AS broken_messages FROM journey.messages WHERE sequence_id = '00000000-0000-0000-0000-0000000000a1';
+-- a delay past the end of time stops the enrollment rather than failing
+-- every call that claims it
+INSERT INTO journey.sequences (id, business_id, name, status)
+VALUES ('00000000-0000-0000-0000-0000000000a2', :'b1', 'Forever', 'active');
+INSERT INTO journey.sequence_steps (business_id, sequence_id, kind, step_index, wait_ms) VALUES
+  (:'b1', '00000000-0000-0000-0000-0000000000a2', 'wait', 1, 0),
+  (:'b1', '00000000-0000-0000-0000-0000000000a2', 'wait', 2, 9000000000000000000);
+INSERT INTO journey.sequence_enrollments (business_id, sequence_id, customer_id, next_run_at, enrolled_at)
+VALUES (:'b1', '00000000-0000-0000-0000-0000000000a2', '00000000-0000-0000-0000-0000000000d1',
+        '2027-05-01 10:00+00', '2027-05-01 10:00+00');
+SELECT journey.advance_due_enrollments(10, '2027-05-01 10:00+00') AS handled;
+SELECT e.status, e.stop_reason, l.step_index, l.outcome, l.detail
+  FROM journey.sequence_enrollments e JOIN journey.enrollment_log l ON l.enrollment_id = e.id
+ WHERE e.sequence_id = '00000000-0000-0000-0000-0000000000a2';
 
 -- ---------------------------------------------------------------
 -- Bad arguments: an error with its SQLSTATE, and nothing written
