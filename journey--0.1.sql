@@ -348,6 +348,138 @@ RETURNS uuid[]
 AS 'MODULE_PATHNAME', 'journey_member_business_ids'
 LANGUAGE C STABLE;
 
+-- How a tenant signs up: creates a business with the caller as its member.
+-- SECURITY INVOKER: the C function resolves the member as the caller and
+-- only then writes as the tables' owner (search_path pinned meanwhile).
+CREATE FUNCTION journey.create_business(p_name text,
+                                        p_timezone text DEFAULT 'UTC',
+                                        p_google_review_url text DEFAULT NULL)
+RETURNS uuid
+AS 'MODULE_PATHNAME', 'journey_create_business'
+LANGUAGE C VOLATILE;
+
+-- The sender worker's privileges, as a NOLOGIN group role: grant it to the
+-- LOGIN role named by journey.worker_role so the worker needs neither
+-- superuser nor BYPASSRLS (see doc/multi-tenant.md).  Never grant it to a
+-- tenant: its policies below see every business.
+DO $do$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'journey_worker') THEN
+        CREATE ROLE journey_worker NOLOGIN;
+    END IF;
+END
+$do$;
+
+-- Tenant scans of the decision log (the other tenant tables already have
+-- an index that leads with business_id).
+CREATE INDEX enrollment_log_business_idx ON journey.enrollment_log (business_id, at);
+
+-- Row-level security on every tenant table.  A member's rows are those
+-- whose business_id is among journey.member_business_ids(), computed once
+-- per statement; the comparison is a plain "= ANY (array)" so the
+-- business_id index serves it.  The tables' owner (and superusers) bypass
+-- the policies: the API functions and the executor act as the owner after
+-- their own membership check.  providers has no tenant policy at all.
+ALTER TABLE journey.businesses ENABLE ROW LEVEL SECURITY;
+ALTER TABLE journey.business_members ENABLE ROW LEVEL SECURITY;
+ALTER TABLE journey.customers ENABLE ROW LEVEL SECURITY;
+ALTER TABLE journey.sequences ENABLE ROW LEVEL SECURITY;
+ALTER TABLE journey.sequence_steps ENABLE ROW LEVEL SECURITY;
+ALTER TABLE journey.sequence_enrollments ENABLE ROW LEVEL SECURITY;
+ALTER TABLE journey.events ENABLE ROW LEVEL SECURITY;
+ALTER TABLE journey.messages ENABLE ROW LEVEL SECURITY;
+ALTER TABLE journey.enrollment_log ENABLE ROW LEVEL SECURITY;
+ALTER TABLE journey.suppressions ENABLE ROW LEVEL SECURITY;
+ALTER TABLE journey.providers ENABLE ROW LEVEL SECURITY;
+
+CREATE POLICY businesses_member ON journey.businesses TO journey_user
+    USING (id OPERATOR(pg_catalog.=) ANY (journey.member_business_ids()))
+    WITH CHECK (id OPERATOR(pg_catalog.=) ANY (journey.member_business_ids()));
+-- Members see who else belongs to their businesses; they never write
+-- memberships (an administrator does, or create_business).
+CREATE POLICY business_members_member ON journey.business_members FOR SELECT TO journey_user
+    USING (business_id OPERATOR(pg_catalog.=) ANY (journey.member_business_ids()));
+CREATE POLICY customers_member ON journey.customers TO journey_user
+    USING (business_id OPERATOR(pg_catalog.=) ANY (journey.member_business_ids()))
+    WITH CHECK (business_id OPERATOR(pg_catalog.=) ANY (journey.member_business_ids()));
+CREATE POLICY sequences_member ON journey.sequences TO journey_user
+    USING (business_id OPERATOR(pg_catalog.=) ANY (journey.member_business_ids()))
+    WITH CHECK (business_id OPERATOR(pg_catalog.=) ANY (journey.member_business_ids()));
+CREATE POLICY sequence_steps_member ON journey.sequence_steps TO journey_user
+    USING (business_id OPERATOR(pg_catalog.=) ANY (journey.member_business_ids()))
+    WITH CHECK (business_id OPERATOR(pg_catalog.=) ANY (journey.member_business_ids()));
+CREATE POLICY sequence_enrollments_member ON journey.sequence_enrollments TO journey_user
+    USING (business_id OPERATOR(pg_catalog.=) ANY (journey.member_business_ids()))
+    WITH CHECK (business_id OPERATOR(pg_catalog.=) ANY (journey.member_business_ids()));
+CREATE POLICY events_member ON journey.events TO journey_user
+    USING (business_id OPERATOR(pg_catalog.=) ANY (journey.member_business_ids()))
+    WITH CHECK (business_id OPERATOR(pg_catalog.=) ANY (journey.member_business_ids()));
+CREATE POLICY messages_member ON journey.messages TO journey_user
+    USING (business_id OPERATOR(pg_catalog.=) ANY (journey.member_business_ids()))
+    WITH CHECK (business_id OPERATOR(pg_catalog.=) ANY (journey.member_business_ids()));
+CREATE POLICY enrollment_log_member ON journey.enrollment_log TO journey_user
+    USING (business_id OPERATOR(pg_catalog.=) ANY (journey.member_business_ids()))
+    WITH CHECK (business_id OPERATOR(pg_catalog.=) ANY (journey.member_business_ids()));
+CREATE POLICY suppressions_member ON journey.suppressions TO journey_user
+    USING (business_id OPERATOR(pg_catalog.=) ANY (journey.member_business_ids()))
+    WITH CHECK (business_id OPERATOR(pg_catalog.=) ANY (journey.member_business_ids()));
+
+-- The sender works for every business.
+CREATE POLICY messages_worker ON journey.messages TO journey_worker
+    USING (true) WITH CHECK (true);
+CREATE POLICY customers_worker ON journey.customers TO journey_worker
+    USING (true) WITH CHECK (true);
+CREATE POLICY businesses_worker ON journey.businesses FOR SELECT TO journey_worker
+    USING (true);
+CREATE POLICY providers_worker ON journey.providers FOR SELECT TO journey_worker
+    USING (true);
+
+-- What an application needs, and no more.  Writes an API function makes
+-- (steps, enrollments, messages, the log) happen as the owner, so those
+-- tables are read-only to tenants: a direct write could bypass
+-- create_sequence's validation (e.g. a cyclic branch the executor would
+-- spin on) or queue arbitrary mail through the platform's default provider.
+-- No TRIGGER, REFERENCES or TRUNCATE anywhere.  Identity columns need no
+-- sequence privilege: nextval of an identity is not privilege-checked.
+GRANT USAGE ON SCHEMA journey TO journey_user, journey_worker;
+
+GRANT SELECT, DELETE ON journey.businesses TO journey_user;
+GRANT UPDATE (name, email, phone, google_review_url, timezone)
+    ON journey.businesses TO journey_user;
+GRANT SELECT ON journey.business_members TO journey_user;
+GRANT SELECT, INSERT, UPDATE, DELETE ON journey.customers TO journey_user;
+GRANT SELECT, DELETE ON journey.sequences TO journey_user;
+GRANT UPDATE (name, description, status, trigger_event_type, exit_event_types,
+              allow_manual_enroll, reentry, quiet_hours_start, quiet_hours_end,
+              rate_per_hour, rate_per_day)
+    ON journey.sequences TO journey_user;
+GRANT SELECT ON journey.sequence_steps TO journey_user;
+GRANT SELECT ON journey.sequence_enrollments TO journey_user;
+GRANT SELECT, INSERT ON journey.events TO journey_user;
+GRANT SELECT ON journey.messages TO journey_user;
+GRANT SELECT ON journey.enrollment_log TO journey_user;
+GRANT SELECT, INSERT, UPDATE, DELETE ON journey.suppressions TO journey_user;
+
+-- The API.  member_business_ids is called by the policies and
+-- check_timezone by CHECK constraints, both with the caller's privileges.
+GRANT EXECUTE ON FUNCTION
+    journey.create_business(text, text, text),
+    journey.create_sequence(uuid, jsonb),
+    journey.enroll_customer(uuid, uuid, jsonb, timestamptz),
+    journey.ingest_event(uuid, text, jsonb, jsonb, text, timestamptz),
+    journey.stop_enrollment(uuid, text),
+    journey.render_template(text, jsonb),
+    journey.current_member(),
+    journey.member_business_ids(),
+    journey.check_timezone(text)
+    TO journey_user;
+
+GRANT SELECT, UPDATE ON journey.messages TO journey_worker;
+GRANT SELECT ON journey.providers, journey.businesses TO journey_worker;
+GRANT SELECT ON journey.customers TO journey_worker;
+GRANT UPDATE (last_review_request_at) ON journey.customers TO journey_worker;
+GRANT EXECUTE ON FUNCTION journey.check_timezone(text) TO journey_worker;
+
 -- ===================================================================
 -- pg_cron scheduling (src/cron.c)
 -- ===================================================================
@@ -364,3 +496,27 @@ CREATE FUNCTION journey.unschedule_executor()
 RETURNS boolean
 AS 'MODULE_PATHNAME', 'journey_unschedule_executor'
 LANGUAGE C VOLATILE;
+
+-- ===================================================================
+-- PUBLIC gets nothing.  THIS MUST STAY THE LAST SECTION OF THE SCRIPT:
+-- it also strips PUBLIC's default EXECUTE from every function any section
+-- above declares, so a new function is callable only after an explicit
+-- GRANT (journey_user's list is in "Tenancy and security").
+-- ===================================================================
+REVOKE ALL ON SCHEMA journey FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA journey FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA journey FROM PUBLIC;
+REVOKE ALL ON ALL ROUTINES IN SCHEMA journey FROM PUBLIC;
+-- A table added above without its own policies is closed to every role
+-- that does not own it rather than open to whoever is granted it.
+DO $do$
+DECLARE
+    t regclass;
+BEGIN
+    FOR t IN SELECT c.oid FROM pg_catalog.pg_class c
+             WHERE c.relnamespace OPERATOR(pg_catalog.=) 'journey'::regnamespace
+               AND c.relkind IN ('r', 'p') AND NOT c.relrowsecurity LOOP
+        EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', t);
+    END LOOP;
+END
+$do$;

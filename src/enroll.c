@@ -635,8 +635,8 @@ journey_stop_enrollment(PG_FUNCTION_ARGS)
 							  " AND m.status OPERATOR(pg_catalog.=) 'queued' RETURNING m.id)"
 							  " INSERT INTO journey.enrollment_log (business_id, enrollment_id, step_index, outcome, detail, at)"
 							  " SELECT business_id, id, current_step_index, 'stopped',"
-							  "  $2 OPERATOR(pg_catalog.||) (SELECT CASE WHEN count(*) > 0 THEN"
-							  "   ' (' OPERATOR(pg_catalog.||) count(*) OPERATOR(pg_catalog.||) ' queued message(s) cancelled)'"
+							  "  $2 OPERATOR(pg_catalog.||) (SELECT CASE WHEN pg_catalog.count(*) OPERATOR(pg_catalog.>) 0 THEN"
+							  "   ' (' OPERATOR(pg_catalog.||) pg_catalog.count(*) OPERATOR(pg_catalog.||) ' queued message(s) cancelled)'"
 							  "   ELSE '' END FROM cancelled),"
 							  "  pg_catalog.now() FROM stopped",
 							  2, types, values, NULL, false, 0) != SPI_OK_INSERT)

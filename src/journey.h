@@ -88,6 +88,7 @@ typedef struct JourneyUserSwitch
 {
 	Oid			userid;
 	int			sec_context;
+	int			guc_nestlevel;	/* search_path is pinned while the owner acts */
 } JourneyUserSwitch;
 
 /* The role owning the journey tables. */
@@ -95,8 +96,10 @@ extern Oid	journey_tables_owner(void);
 
 /*
  * Runs what follows as the tables' owner (row-level security does not bind
- * it) until journey_restore_user; an error in between restores the caller
- * through transaction abort.  Check membership before switching.
+ * it), with search_path pinned to "pg_catalog, pg_temp", until
+ * journey_restore_user; an error in between restores the caller through
+ * (sub)transaction abort.  Check membership before switching, and restore
+ * in the reverse order of switching.
  */
 extern void journey_become_owner(JourneyUserSwitch *saved);
 extern void journey_restore_user(JourneyUserSwitch *saved);

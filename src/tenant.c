@@ -14,15 +14,24 @@
  * journey tables for their own reads and writes, so a tenant needs no table
  * privileges to use them and row-level security cannot hide another
  * tenant's object from the check (which must answer 42501, not "not found").
+ * While the owner acts, search_path is pinned as a SECURITY DEFINER
+ * function's SET clause would pin it.
+ *
+ * create_business is how a tenant signs up: the one way a member gains a
+ * membership by itself.  Privileges and row-level policies are declared in
+ * the install script's "Tenancy and security" section.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include <ctype.h>
+
 #include "access/htup_details.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_class.h"
 #include "executor/spi.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/array.h"
@@ -37,6 +46,20 @@
 
 PG_FUNCTION_INFO_V1(journey_current_member);
 PG_FUNCTION_INFO_V1(journey_member_business_ids);
+PG_FUNCTION_INFO_V1(journey_create_business);
+
+/* Longest business name create_business accepts, in characters. */
+#define JOURNEY_BUSINESS_NAME_MAX 200
+
+/*
+ * The search_path queries run with while the owner is acting.  Every query
+ * journey issues is schema-qualified, but a caller's search_path could put
+ * a schema of its own before pg_catalog and capture an unqualified function
+ * or operator, which would then run with the owner's rights; pinning the
+ * path the way a SECURITY DEFINER function's SET clause does closes that
+ * door for every owner-switching function at once.
+ */
+#define JOURNEY_OWNER_SEARCH_PATH "pg_catalog, pg_temp"
 
 /* The role owning the journey tables; row-level security does not bind it. */
 Oid
@@ -59,16 +82,24 @@ journey_tables_owner(void)
 void
 journey_become_owner(JourneyUserSwitch *saved)
 {
+	Oid			owner = journey_tables_owner();
+
 	GetUserIdAndSecContext(&saved->userid, &saved->sec_context);
-	SetUserIdAndSecContext(journey_tables_owner(),
+	SetUserIdAndSecContext(owner,
 						   saved->sec_context |
 						   SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
+	saved->guc_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", JOURNEY_OWNER_SEARCH_PATH,
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 }
 
 void
 journey_restore_user(JourneyUserSwitch *saved)
 {
+	/* An error in between is undone by (sub)transaction abort instead. */
+	AtEOXact_GUC(true, saved->guc_nestlevel);
 	SetUserIdAndSecContext(saved->userid, saved->sec_context);
 }
 
@@ -250,4 +281,117 @@ journey_require_member(Datum business_id)
 				 errdetail("The connection carries no journey member (no \"sub\" claim in request.jwt.claims).") :
 				 errdetail("\"%s\" is not a member of that business.", member),
 				 errhint("An administrator adds members with INSERT INTO journey.business_members.")));
+}
+
+/*
+ * journey.create_business(p_name, p_timezone, p_google_review_url): how a
+ * tenant signs up.  The caller needs no privilege on the tables: the member
+ * is resolved as the caller, and only then are the business and its one
+ * membership written as the owner, in the caller's transaction.  This is
+ * the only way a tenant gains a membership by itself; every other
+ * membership is an administrator's INSERT.
+ */
+Datum
+journey_create_business(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	char	   *timezone;
+	char	   *review_url = NULL;
+	char	   *member;
+	const char *p;
+	Oid			argtypes[4] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	Oid			member_argtypes[2] = {UUIDOID, TEXTOID};
+	Datum		member_values[2];
+	JourneyUserSwitch saved;
+	pg_uuid_t  *id;
+	bool		isnull;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("business name must not be null"),
+				 errhint("Pass the name the business's customers know it by.")));
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	for (p = name; *p != '\0' && isspace((unsigned char) *p); p++)
+		;
+	if (*p == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("business name must not be empty"),
+				 errhint("Pass the name the business's customers know it by.")));
+	if (pg_mbstrlen(name) > JOURNEY_BUSINESS_NAME_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("business name is too long"),
+				 errdetail("The name has %d characters; at most %d are allowed.",
+						   pg_mbstrlen(name), JOURNEY_BUSINESS_NAME_MAX)));
+
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("time zone must not be null"),
+				 errhint("Omit p_timezone for 'UTC', or pass an IANA time zone name such as 'America/New_York'.")));
+	timezone = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	if (!journey_timezone_is_valid(timezone))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown time zone \"%s\"", timezone),
+				 errhint("Use an IANA time zone name such as 'America/New_York' or 'UTC'; "
+						 "SELECT name FROM pg_timezone_names lists them.")));
+
+	if (!PG_ARGISNULL(2))
+	{
+		review_url = text_to_cstring(PG_GETARG_TEXT_PP(2));
+		if ((strncmp(review_url, "https://", 8) != 0 &&
+			 strncmp(review_url, "http://", 7) != 0) ||
+			strpbrk(review_url, " \t\r\n") != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("google_review_url must be an http or https URL"),
+					 errdetail("The value given was \"%s\".", review_url),
+					 errhint("Use the review link Google Business Profile gives, such as https://g.page/r/<id>/review, or NULL.")));
+	}
+
+	member = journey_member_name();
+	if (member == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to create a business"),
+				 errdetail("The connection carries no journey member (no \"sub\" claim in request.jwt.claims)."),
+				 errhint("Sign in first: PostgREST and Supabase set request.jwt.claims from the user's token.")));
+
+	values[0] = CStringGetTextDatum(name);
+	values[1] = CStringGetTextDatum(timezone);
+	if (review_url != NULL)
+		values[2] = CStringGetTextDatum(review_url);
+	else
+		nulls[2] = 'n';
+	values[3] = CStringGetTextDatum(member);
+
+	journey_become_owner(&saved);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_with_args("INSERT INTO journey.businesses "
+							  "(name, timezone, google_review_url, created_by) "
+							  "VALUES ($1, $2, $3, $4) RETURNING id",
+							  4, argtypes, values, nulls, false, 0) != SPI_OK_INSERT_RETURNING ||
+		SPI_processed != 1)
+		elog(ERROR, "inserting the business failed");
+	/* Copied into the caller's context: it outlives SPI_finish. */
+	id = (pg_uuid_t *) SPI_palloc(sizeof(pg_uuid_t));
+	memcpy(id, DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[0],
+										   SPI_tuptable->tupdesc, 1, &isnull)),
+		   sizeof(pg_uuid_t));
+	member_values[0] = UUIDPGetDatum(id);
+	member_values[1] = values[3];
+	if (SPI_execute_with_args("INSERT INTO journey.business_members (business_id, member) "
+							  "VALUES ($1, $2)",
+							  2, member_argtypes, member_values, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "inserting the membership failed");
+	SPI_finish();
+	journey_restore_user(&saved);
+
+	PG_RETURN_UUID_P(id);
 }

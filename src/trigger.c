@@ -41,7 +41,7 @@ PG_FUNCTION_INFO_V1(journey_match_events);
  */
 #define EXIT_EVENTS_CTE \
 	"exit_events AS MATERIALIZED (" \
-	" SELECT e.business_id, e.customer_id, e.event_type, max(e.occurred_at) AS last_at" \
+	" SELECT e.business_id, e.customer_id, e.event_type, pg_catalog.max(e.occurred_at) AS last_at" \
 	" FROM journey_new_events e" \
 	" JOIN (SELECT DISTINCT s.business_id, t.type FROM journey.sequences s" \
 	"       CROSS JOIN LATERAL pg_catalog.unnest(s.exit_event_types) AS t(type)) x" \
@@ -75,7 +75,7 @@ static const char *stop_sql =
 "  st.stop_reason OPERATOR(pg_catalog.||) coalesce(' (' OPERATOR(pg_catalog.||) c.n"
 "   OPERATOR(pg_catalog.||) ' queued message(s) cancelled)', ''),"
 "  st.finished_at"
-" FROM stopped st LEFT JOIN (SELECT enrollment_id, count(*) AS n FROM cancelled GROUP BY enrollment_id) c"
+" FROM stopped st LEFT JOIN (SELECT enrollment_id, pg_catalog.count(*) AS n FROM cancelled GROUP BY enrollment_id) c"
 "  ON c.enrollment_id OPERATOR(pg_catalog.=) st.id";
 
 static const char *enroll_sql =
@@ -94,7 +94,7 @@ static const char *enroll_sql =
 "  INSERT INTO journey.sequence_enrollments (business_id, sequence_id, customer_id,"
 "   current_step_index, next_run_at, last_event_at, meta, enrolled_at, trigger_event_id)"
 "  SELECT c.business_id, c.sequence_id, c.customer_id, 1,"
-"   c.occurred_at OPERATOR(pg_catalog.+) (coalesce(st.wait_ms, 0)::float8"
+"   c.occurred_at OPERATOR(pg_catalog.+) (coalesce(st.wait_ms, 0)::pg_catalog.float8"
 "    OPERATOR(pg_catalog.*) interval '1 millisecond'),"
 "   c.occurred_at, pg_catalog.jsonb_build_object('event', c.payload), c.occurred_at, c.event_id"
 "  FROM candidates c"
@@ -113,7 +113,7 @@ static const char *enroll_sql =
 "    AND ex.last_at OPERATOR(pg_catalog.>=) c.occurred_at)"
 "  ON CONFLICT (sequence_id, customer_id) WHERE status OPERATOR(pg_catalog.=) 'active' DO NOTHING"
 "  RETURNING 1)"
-" SELECT count(*) FROM enrolled";
+" SELECT pg_catalog.count(*) FROM enrolled";
 
 static SPIPlanPtr stop_plan = NULL;
 static SPIPlanPtr enroll_plan = NULL;

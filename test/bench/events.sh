@@ -4,13 +4,13 @@
 # Prints events/s as the median of RUNS runs, with min and max.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-. "$here/lib.sh"
+. "$here/../cluster.sh"
 N=${N:-100000}
 RUNS=${RUNS:-5}
 
-bench_start
+cluster_start "$BENCH_TUNING"
 bench_machine
-bench_psql <<SQL
+cluster_psql <<SQL
 CREATE EXTENSION journey;
 INSERT INTO journey.businesses (id, name) VALUES ('00000000-0000-0000-0000-0000000000b1', 'Bench');
 SELECT journey.create_sequence('00000000-0000-0000-0000-0000000000b1', '{"name": "Review request",
@@ -25,10 +25,10 @@ SQL
 
 times=()
 for run in $(seq "$RUNS"); do
-    bench_psql -c "TRUNCATE journey.events, journey.sequence_enrollments, journey.enrollment_log, journey.messages" -c "CHECKPOINT"
+    cluster_psql -c "TRUNCATE journey.events, journey.sequence_enrollments, journey.enrollment_log, journey.messages" -c "CHECKPOINT"
     ms=$(bench_time_ms "INSERT INTO journey.events (business_id, event_type, customer_id, payload, occurred_at)
         SELECT business_id, 'invoice_paid', id, '{\"invoice\": 1}', '2026-01-01' FROM journey.customers")
-    enrolled=$(bench_psql -At -c "SELECT count(*) FROM journey.sequence_enrollments")
+    enrolled=$(cluster_psql -At -c "SELECT count(*) FROM journey.sequence_enrollments")
     [ "$enrolled" = "$N" ] || { echo "run $run enrolled $enrolled of $N"; exit 1; }
     times+=("$ms")
 done
