@@ -63,7 +63,7 @@ log_decision(ExecState *st, ExecEnrollment *en, int32 step, const char *outcome,
 		exec_batch_set(&st->log, row, 2, Int32GetDatum(step));
 	exec_batch_set(&st->log, row, 3, CStringGetTextDatum(outcome));
 	exec_batch_set(&st->log, row, 4,
-			  PointerGetDatum(cstring_to_text_with_len(detail, strlen(detail))));
+				   PointerGetDatum(cstring_to_text_with_len(detail, strlen(detail))));
 }
 
 /* The enrollment's new state: waits at step until next_run_at. */
@@ -99,7 +99,9 @@ set_stopped(ExecState *st, ExecEnrollment *en, int32 step, const char *why)
 	exec_batch_set(&st->updates, row, 0, en->id);
 	exec_batch_set(&st->updates, row, 1, Int32GetDatum(step));
 	exec_batch_set(&st->updates, row, 3, st->t_stopped);
-	exec_batch_set(&st->updates, row, 5, CStringGetTextDatum(psprintf("invalid_step:%d", step)));
+	exec_batch_set(&st->updates, row, 4, TimestampTzGetDatum(st->as_of));
+	exec_batch_set(&st->updates, row, 5,
+				   CStringGetTextDatum(psprintf("invalid_step:%d", step)));
 	log_decision(st, en, step, "stopped", detail);
 }
 
@@ -388,9 +390,10 @@ run_send(ExecState *st, ExecEnrollment *en, ExecStep *step)
 	exec_batch_set(&st->messages, row, 7, CStringGetTextDatum(address));
 	if (email)
 		exec_batch_set(&st->messages, row, 8,
-				  PointerGetDatum(cstring_to_text_with_len(subject->data, subject->len)));
+					   PointerGetDatum(cstring_to_text_with_len(subject->data,
+																subject->len)));
 	exec_batch_set(&st->messages, row, 9,
-			  PointerGetDatum(cstring_to_text_with_len(body->data, body->len)));
+				   PointerGetDatum(cstring_to_text_with_len(body->data, body->len)));
 	if (seq->limited)
 		journey_rate_add(&seq->rate, st->as_of);
 	resetStringInfo(&st->buf);
