@@ -20,6 +20,7 @@
 #include "utils/date.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
+#include "executor/spi.h"
 #include "utils/uuid.h"
 
 /* ---------- journey.c: settings (all journey.* GUCs) ---------- */
@@ -117,6 +118,24 @@ extern char *journey_member_name(void);
 extern void journey_require_member(Datum business_id);
 
 /* ---------- enroll.c: enrollment shared with the trigger and executor ---------- */
+
+/*
+ * Aggregates the RETURNING rows (id, business_id, current_step_index,
+ * stop_reason, finished_at) of an UPDATE that stopped enrollments, in a CTE
+ * named "stopped", into one row of five arrays for
+ * journey_cancel_and_log_stops.
+ */
+#define JOURNEY_STOPPED_ARRAYS_SELECT \
+	"SELECT pg_catalog.array_agg(id), pg_catalog.array_agg(business_id)," \
+	" pg_catalog.array_agg(current_step_index), pg_catalog.array_agg(stop_reason)," \
+	" pg_catalog.array_agg(finished_at) FROM stopped"
+
+/*
+ * Given the one-row result of JOURNEY_STOPPED_ARRAYS_SELECT, cancels the
+ * stopped enrollments' queued messages and logs each stop.  Must run in a
+ * statement after the stopping one; the caller is connected to SPI.
+ */
+extern void journey_cancel_and_log_stops(SPITupleTable *stopped);
 
 /* Raises 23503 unless the business exists; call inside SPI or not. */
 extern void journey_require_business_exists(Datum business_id);
