@@ -15,6 +15,7 @@ OBJS = \
 	src/timewindow.o \
 	src/branch.o \
 	src/executor.o \
+	src/executor_sql.o \
 	src/cron.o \
 	src/providers.o \
 	src/transport.o \

@@ -317,6 +317,19 @@ CREATE TRIGGER events_match AFTER INSERT ON journey.events
 -- Executor (src/executor.c, src/timewindow.c, src/branch.c)
 -- ===================================================================
 
+-- Runs due enrollments as of p_as_of (SPEC section 4); pg_cron calls it
+-- every minute.  One call is one transaction: up to p_batch_size
+-- enrollments, claimed FOR UPDATE SKIP LOCKED so callers may overlap.
+-- search_path is pinned: its kept plans resolve names and operators once;
+-- jit is off: compiling would cost more than its short statements run.
+CREATE FUNCTION journey.advance_due_enrollments(p_batch_size integer DEFAULT 1000,
+                                                p_as_of timestamptz DEFAULT pg_catalog.now())
+RETURNS integer
+AS 'MODULE_PATHNAME', 'journey_advance_due_enrollments'
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET jit = off;
+
 -- ===================================================================
 -- Sender (src/worker.c, src/transport.c, src/providers.c)
 -- ===================================================================

@@ -129,6 +129,57 @@ journey_log_decision(Datum business_id, Datum enrollment_id,
 		elog(ERROR, "writing the enrollment log failed");
 }
 
+static SPIPlanPtr cancel_and_log_plan = NULL;
+
+void
+journey_cancel_and_log_stops(SPITupleTable *stopped)
+{
+	Datum		values[5];
+	char		nulls[5];
+	bool		isnull;
+
+	Assert(stopped->numvals == 1);
+	(void) SPI_getbinval(stopped->vals[0], stopped->tupdesc, 1, &isnull);
+	if (isnull)
+		return;					/* nothing was stopped */
+	for (int i = 0; i < 5; i++)
+	{
+		values[i] = SPI_getbinval(stopped->vals[0], stopped->tupdesc, i + 1, &isnull);
+		nulls[i] = isnull ? 'n' : ' ';
+	}
+
+	if (cancel_and_log_plan == NULL)
+	{
+		Oid			types[5] = {UUIDARRAYOID, UUIDARRAYOID, INT4ARRAYOID, TEXTARRAYOID,
+		TIMESTAMPTZARRAYOID};
+		SPIPlanPtr	plan = SPI_prepare(
+									   "WITH stopped AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+									   " pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5))"
+									   "  AS s(id, business_id, step_index, reason, at)),"
+									   " cancelled AS ("
+									   "  UPDATE journey.messages m SET status = 'cancelled',"
+									   "   last_error = 'enrollment stopped: ' OPERATOR(pg_catalog.||) s.reason"
+									   "  FROM stopped s WHERE m.enrollment_id OPERATOR(pg_catalog.=) s.id"
+									   "  AND m.status OPERATOR(pg_catalog.=) 'queued'"
+									   "  RETURNING m.enrollment_id)"
+									   " INSERT INTO journey.enrollment_log"
+									   "  (business_id, enrollment_id, step_index, outcome, detail, at)"
+									   " SELECT s.business_id, s.id, s.step_index, 'stopped',"
+									   "  s.reason OPERATOR(pg_catalog.||) coalesce(' (' OPERATOR(pg_catalog.||) c.n"
+									   "   OPERATOR(pg_catalog.||) ' queued message(s) cancelled)', ''), s.at"
+									   " FROM stopped s LEFT JOIN (SELECT enrollment_id, pg_catalog.count(*) AS n"
+									   "  FROM cancelled GROUP BY enrollment_id) c"
+									   "  ON c.enrollment_id OPERATOR(pg_catalog.=) s.id",
+									   5, types);
+
+		if (plan == NULL || SPI_keepplan(plan) != 0)
+			elog(ERROR, "preparing the stop statement failed: %s", SPI_result_code_string(SPI_result));
+		cancel_and_log_plan = plan;
+	}
+	if (SPI_execute_plan(cancel_and_log_plan, values, nulls, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "cancelling the stopped enrollments' messages failed");
+}
+
 /*
  * enroll_customer(p_sequence_id, p_customer_id, p_meta, p_as_of)
  */
@@ -627,20 +678,11 @@ journey_stop_enrollment(PG_FUNCTION_ARGS)
 							  " UPDATE journey.sequence_enrollments SET status = 'stopped', stop_reason = $2,"
 							  "  finished_at = pg_catalog.now(), next_run_at = NULL"
 							  " WHERE id OPERATOR(pg_catalog.=) $1 AND status OPERATOR(pg_catalog.=) 'active'"
-							  " RETURNING id, business_id, current_step_index),"
-							  " cancelled AS ("
-							  " UPDATE journey.messages m SET status = 'cancelled',"
-							  "  last_error = 'enrollment stopped: ' OPERATOR(pg_catalog.||) $2"
-							  " FROM stopped WHERE m.enrollment_id OPERATOR(pg_catalog.=) stopped.id"
-							  " AND m.status OPERATOR(pg_catalog.=) 'queued' RETURNING m.id)"
-							  " INSERT INTO journey.enrollment_log (business_id, enrollment_id, step_index, outcome, detail, at)"
-							  " SELECT business_id, id, current_step_index, 'stopped',"
-							  "  $2 OPERATOR(pg_catalog.||) (SELECT CASE WHEN pg_catalog.count(*) OPERATOR(pg_catalog.>) 0 THEN"
-							  "   ' (' OPERATOR(pg_catalog.||) pg_catalog.count(*) OPERATOR(pg_catalog.||) ' queued message(s) cancelled)'"
-							  "   ELSE '' END FROM cancelled),"
-							  "  pg_catalog.now() FROM stopped",
-							  2, types, values, NULL, false, 0) != SPI_OK_INSERT)
+							  " RETURNING id, business_id, current_step_index, stop_reason, finished_at) "
+							  JOURNEY_STOPPED_ARRAYS_SELECT,
+							  2, types, values, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "stopping the enrollment failed");
+	journey_cancel_and_log_stops(SPI_tuptable);
 	SPI_finish();
 	journey_restore_user(&saved);
 	PG_RETURN_VOID();

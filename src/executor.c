@@ -1,10 +1,622 @@
 /*-------------------------------------------------------------------------
  *
  * executor.c
- *	  The executor: advance_due_enrollments.
+ *	  The executor: journey.advance_due_enrollments(p_batch_size, p_as_of),
+ *	  which pg_cron runs every minute (SPEC section 4).  This file takes the
+ *	  decisions; executor_sql.c runs the statements.
+ *
+ * One call is set-based from end to end:
+ *
+ *	 1. claim: one statement locks up to p_batch_size due enrollments
+ *		(FOR UPDATE SKIP LOCKED, so concurrent callers take disjoint sets and
+ *		never wait on each other) and fetches with them everything a step
+ *		needs: addresses, suppression flags, the recipient's zone and the
+ *		columns of the template context;
+ *	 2. load: one statement loads the steps of the sequences involved; each
+ *		template and branch condition is parsed once per call;
+ *	 3. for sequences with rate limits, one statement locks them (in id
+ *		order: concurrent callers serialize per sequence, never deadlock)
+ *		and one reads their rolling windows from journey.messages; for
+ *		branches on events, one statement finds the events of the batch;
+ *	 4. the state machine runs in memory, enrollment by enrollment (oldest
+ *		due first), through as many zero-delay steps as it can, building
+ *		an enrollment's template context only when a step needs it;
+ *	 5. three statements over arrays apply the results: the queued
+ *		messages, the log and the enrollments' new state.
+ *
+ * Every statement is a prepared plan kept for the life of the backend.
+ * A call is one transaction (the caller's): a crash loses nothing, since
+ * either all of a call's decisions commit or none do, and enrollments
+ * resume from current_step_index.  p_batch_size bounds that transaction.
+ *
+ * Enrollments of a sequence that is not active (paused) are not claimed:
+ * they wait, and run when the sequence is active again.  A step whose
+ * definition is malformed (possible only by writing the tables directly;
+ * create_sequence validates) stops the enrollment with a logged reason
+ * rather than failing the whole batch call after call.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
-#include "journey.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgtime.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+
+#include "executor_private.h"
+
+PG_FUNCTION_INFO_V1(journey_advance_due_enrollments);
+
+/* ---------- decisions ---------- */
+
+static void
+log_decision(ExecState *st, ExecEnrollment *en, int32 step, const char *outcome,
+			 const char *detail)
+{
+	int			row = exec_batch_add(&st->log);
+
+	exec_batch_set(&st->log, row, 0, en->business_id);
+	exec_batch_set(&st->log, row, 1, en->id);
+	if (step > 0)
+		exec_batch_set(&st->log, row, 2, Int32GetDatum(step));
+	exec_batch_set(&st->log, row, 3, CStringGetTextDatum(outcome));
+	exec_batch_set(&st->log, row, 4,
+				   PointerGetDatum(cstring_to_text_with_len(detail, strlen(detail))));
+}
+
+/* The enrollment's new state: waits at step until next_run_at. */
+static void
+set_waiting(ExecState *st, ExecEnrollment *en, int32 step, TimestampTz next_run_at)
+{
+	int			row = exec_batch_add(&st->updates);
+
+	exec_batch_set(&st->updates, row, 0, en->id);
+	exec_batch_set(&st->updates, row, 1, Int32GetDatum(step));
+	exec_batch_set(&st->updates, row, 2, TimestampTzGetDatum(next_run_at));
+	exec_batch_set(&st->updates, row, 3, st->t_active);
+}
+
+static void
+set_finished(ExecState *st, ExecEnrollment *en, int32 step, const char *detail)
+{
+	int			row = exec_batch_add(&st->updates);
+
+	exec_batch_set(&st->updates, row, 0, en->id);
+	exec_batch_set(&st->updates, row, 1, Int32GetDatum(Max(step, 1)));
+	exec_batch_set(&st->updates, row, 3, st->t_finished);
+	exec_batch_set(&st->updates, row, 4, TimestampTzGetDatum(st->as_of));
+	log_decision(st, en, step, "finished", detail);
+}
+
+static void
+set_stopped(ExecState *st, ExecEnrollment *en, int32 step, const char *why)
+{
+	int			row = exec_batch_add(&st->updates);
+	char	   *detail = psprintf("stopped: step %d cannot run: %s", step, why);
+
+	exec_batch_set(&st->updates, row, 0, en->id);
+	exec_batch_set(&st->updates, row, 1, Int32GetDatum(step));
+	exec_batch_set(&st->updates, row, 3, st->t_stopped);
+	exec_batch_set(&st->updates, row, 4, TimestampTzGetDatum(st->as_of));
+	exec_batch_set(&st->updates, row, 5,
+				   CStringGetTextDatum(psprintf("invalid_step:%d", step)));
+	log_decision(st, en, step, "stopped", detail);
+}
+
+static ExecStep *
+find_step(ExecSequence *seq, int32 index, int *pos)
+{
+	int			lo = 0;
+	int			hi = seq->nsteps - 1;
+
+	while (lo <= hi)
+	{
+		int			mid = lo + (hi - lo) / 2;
+
+		if (seq->steps[mid].step_index == index)
+		{
+			*pos = mid;
+			return &seq->steps[mid];
+		}
+		if (seq->steps[mid].step_index < index)
+			lo = mid + 1;
+		else
+			hi = mid - 1;
+	}
+	return NULL;
+}
+
+
+static void
+push_key(JsonbParseState **ps, const char *key)
+{
+	JsonbValue	k;
+
+	k.type = jbvString;
+	k.val.string.val = (char *) key;
+	k.val.string.len = strlen(key);
+	pushJsonbValue(ps, WJB_KEY, &k);
+}
+
+static void
+push_cstring(JsonbParseState **ps, const char *key, const char *value)
+{
+	JsonbValue	v;
+
+	push_key(ps, key);
+	if (value == NULL)
+		v.type = jbvNull;
+	else
+	{
+		v.type = jbvString;
+		v.val.string.val = (char *) value;
+		v.val.string.len = strlen(value);
+	}
+	pushJsonbValue(ps, WJB_VALUE, &v);
+}
+
+/* A text column of the claim row, without copying it. */
+static void
+push_column(JsonbParseState **ps, const char *key, HeapTuple tup, TupleDesc desc,
+			int col)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
+	JsonbValue	v;
+
+	push_key(ps, key);
+	if (isnull)
+		v.type = jbvNull;
+	else
+	{
+		text	   *t = DatumGetTextPP(d);
+
+		v.type = jbvString;
+		v.val.string.val = VARDATA_ANY(t);
+		v.val.string.len = VARSIZE_ANY_EXHDR(t);
+	}
+	pushJsonbValue(ps, WJB_VALUE, &v);
+}
+
+static void
+push_jsonb(JsonbParseState **ps, const char *key, Jsonb *j)
+{
+	JsonbValue	v;
+
+	push_key(ps, key);
+	v.type = jbvBinary;
+	v.val.binary.data = &j->root;
+	v.val.binary.len = VARSIZE(j) - VARHDRSZ;
+	pushJsonbValue(ps, WJB_VALUE, &v);
+}
+
+/*
+ * The template context of SPEC section 3, built from the claim row the
+ * first time a step of this enrollment renders or branches:
+ * {"customer": {id, full_name, email, phone, timezone, external_id,
+ * attributes}, "business": {name, email, phone, google_review_url,
+ * timezone}, "review_link": ..., "enrollment": {"meta": ...},
+ * "event": meta.event}.
+ */
+static Jsonb *
+enrollment_ctx(ExecState *st, ExecEnrollment *en)
+{
+	TupleDesc	desc = st->claim_desc;
+	HeapTuple	tup = en->tup;
+	JsonbParseState *ps = NULL;
+	JsonbValue *result;
+	JsonbValue *event;
+	JsonbValue	null_value;
+	Jsonb	   *meta;
+	bool		isnull;
+
+	MemoryContext old;
+
+	if (en->ctx != NULL)
+		return en->ctx;
+	old = MemoryContextSwitchTo(st->scratch);
+	meta = DatumGetJsonbP(SPI_getbinval(tup, desc, CLAIM_META, &isnull));
+
+	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+	push_key(&ps, "customer");
+	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+	push_cstring(&ps, "id", DatumGetCString(DirectFunctionCall1(uuid_out, en->customer_id)));
+	push_column(&ps, "full_name", tup, desc, CLAIM_FULL_NAME);
+	push_cstring(&ps, "email", en->email);
+	push_cstring(&ps, "phone", en->phone);
+	push_column(&ps, "timezone", tup, desc, CLAIM_CUSTOMER_TZ);
+	push_column(&ps, "external_id", tup, desc, CLAIM_EXTERNAL_ID);
+	push_jsonb(&ps, "attributes",
+			   DatumGetJsonbP(SPI_getbinval(tup, desc, CLAIM_ATTRIBUTES, &isnull)));
+	pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
+
+	push_key(&ps, "business");
+	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+	push_column(&ps, "name", tup, desc, CLAIM_BUSINESS_NAME);
+	push_column(&ps, "email", tup, desc, CLAIM_BUSINESS_NAME + 1);
+	push_column(&ps, "phone", tup, desc, CLAIM_BUSINESS_NAME + 2);
+	push_column(&ps, "google_review_url", tup, desc, CLAIM_BUSINESS_NAME + 3);
+	push_column(&ps, "timezone", tup, desc, CLAIM_BUSINESS_NAME + 4);
+	pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
+	push_column(&ps, "review_link", tup, desc, CLAIM_BUSINESS_NAME + 3);
+
+	push_key(&ps, "enrollment");
+	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+	push_jsonb(&ps, "meta", meta);
+	pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
+
+	push_key(&ps, "event");
+	event = journey_jsonb_get(meta, "event");
+	if (event == NULL)
+	{
+		null_value.type = jbvNull;
+		event = &null_value;
+	}
+	pushJsonbValue(&ps, WJB_VALUE, event);
+	result = pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
+
+	en->ctx = JsonbValueToJsonb(result);
+	MemoryContextSwitchTo(old);
+	return en->ctx;
+}
+
+static pg_tz *
+recipient_zone(ExecEnrollment *en)
+{
+	pg_tz	   *tz = en->zone ? pg_tzset(en->zone) : NULL;
+
+	/* Both zone columns are CHECKed valid; UTC is only a safety net. */
+	return tz ? tz : pg_tzset("UTC");
+}
+
+typedef enum SendResult
+{
+	SEND_GO_ON,
+	SEND_DEFERRED
+} SendResult;
+
+/* One send step at as_of: the checks of SPEC section 4, in its order. */
+static SendResult
+run_send(ExecState *st, ExecEnrollment *en, ExecStep *step)
+{
+	ExecSequence *seq = en->seq;
+	bool		email = step->kind == STEP_EMAIL;
+	const char *channel = email ? "email" : "sms";
+	const char *address = email ? en->email : en->phone;
+	TimestampTz run_at;
+	StringInfo	subject = &st->subject;
+	StringInfo	body = &st->body;
+	const char *missing = NULL;
+	int			row;
+
+	/* 1. address and suppression */
+	if (address == NULL || address[0] == '\0')
+	{
+		log_decision(st, en, step->step_index, "skipped_no_address",
+					 email ? "customer has no email address" :
+					 "customer has no phone number");
+		return SEND_GO_ON;
+	}
+	if (email ? en->email_suppressed : en->phone_suppressed)
+	{
+		log_decision(st, en, step->step_index, "skipped_suppressed",
+					 psprintf("%s is suppressed for %s", address, channel));
+		return SEND_GO_ON;
+	}
+
+	/* 2. quiet hours, in the recipient's local time */
+	if (seq->has_quiet &&
+		journey_quiet_hours_end(st->as_of, recipient_zone(en),
+								seq->quiet_start, seq->quiet_end, &run_at))
+	{
+		resetStringInfo(&st->buf);
+		appendStringInfoString(&st->buf, "deferred to ");
+		journey_format_local(&st->buf, run_at, recipient_zone(en));
+		appendStringInfo(&st->buf, " %s: quiet hours ", en->zone);
+		journey_format_time(&st->buf, seq->quiet_start);
+		appendStringInfoChar(&st->buf, '-');
+		journey_format_time(&st->buf, seq->quiet_end);
+		set_waiting(st, en, step->step_index, run_at);
+		log_decision(st, en, step->step_index, "deferred_quiet_hours", st->buf.data);
+		return SEND_DEFERRED;
+	}
+
+	/* 3. rolling rate limits of the sequence */
+	if (seq->limited)
+	{
+		JourneyRateHit hit;
+
+		if (journey_rate_defer(&seq->rate, st->as_of, &run_at, &hit))
+		{
+			/*
+			 * Hold the slot it will use, so the next deferral of this call
+			 * goes to the slot after: a backlog spreads out over the window
+			 * instead of retrying all at once.
+			 */
+			journey_rate_add(&seq->rate, run_at);
+			resetStringInfo(&st->buf);
+			appendStringInfoString(&st->buf, "deferred to ");
+			journey_format_local(&st->buf, run_at, recipient_zone(en));
+			appendStringInfo(&st->buf, " %s: ", en->zone);
+			if (hit.hour)
+				appendStringInfo(&st->buf, "%d %s in the last hour (rate_per_hour %d)",
+								 hit.hour_count,
+								 hit.hour_count == 1 ? "message" : "messages",
+								 seq->rate_per_hour);
+			if (hit.hour && hit.day)
+				appendStringInfoString(&st->buf, ", then ");
+			if (hit.day)
+				appendStringInfo(&st->buf, "%d %s in the last 24 hours (rate_per_day %d)",
+								 hit.day_count,
+								 hit.day_count == 1 ? "message" : "messages",
+								 seq->rate_per_day);
+			set_waiting(st, en, step->step_index, run_at);
+			log_decision(st, en, step->step_index, "deferred_rate_limit", st->buf.data);
+			return SEND_DEFERRED;
+		}
+	}
+
+	/* 4. render */
+	resetStringInfo(body);
+	if (email)
+	{
+		resetStringInfo(subject);
+		if (!journey_template_render(step->subject, enrollment_ctx(st, en), subject, &missing))
+		{
+			log_decision(st, en, step->step_index, "skipped_render_error",
+						 psprintf("missing value for {{%s}} in the subject", missing));
+			return SEND_GO_ON;
+		}
+	}
+	if (!journey_template_render(step->body, enrollment_ctx(st, en), body, &missing))
+	{
+		log_decision(st, en, step->step_index, "skipped_render_error",
+					 psprintf("missing value for {{%s}} in the body", missing));
+		return SEND_GO_ON;
+	}
+
+	/* 5. the message */
+	row = exec_batch_add(&st->messages);
+	exec_batch_set(&st->messages, row, 0, en->business_id);
+	exec_batch_set(&st->messages, row, 1, en->id);
+	exec_batch_set(&st->messages, row, 2, en->sequence_id);
+	exec_batch_set(&st->messages, row, 3, Int32GetDatum(step->step_index));
+	exec_batch_set(&st->messages, row, 4, en->customer_id);
+	exec_batch_set(&st->messages, row, 5, email ? st->t_email : st->t_sms);
+	if (step->purpose)
+		exec_batch_set(&st->messages, row, 6, CStringGetTextDatum(step->purpose));
+	exec_batch_set(&st->messages, row, 7, CStringGetTextDatum(address));
+	if (email)
+		exec_batch_set(&st->messages, row, 8,
+					   PointerGetDatum(cstring_to_text_with_len(subject->data,
+																subject->len)));
+	exec_batch_set(&st->messages, row, 9,
+				   PointerGetDatum(cstring_to_text_with_len(body->data, body->len)));
+	if (seq->limited)
+		journey_rate_add(&seq->rate, st->as_of);
+	resetStringInfo(&st->buf);
+	appendStringInfo(&st->buf, "%s to %s", channel, address);
+	log_decision(st, en, step->step_index, "queued", st->buf.data);
+	return SEND_GO_ON;
+}
+
+/*
+ * Runs one enrollment from its current step as far as it goes at as_of,
+ * recording its new state and every decision.
+ */
+static void
+run_enrollment(ExecState *st, ExecEnrollment *en)
+{
+	ExecSequence *seq = en->seq;
+	int32		index = en->step;
+
+	for (;;)
+	{
+		int			pos;
+		ExecStep   *step = find_step(seq, index, &pos);
+		int32		target;
+
+		if (step == NULL)
+		{
+			set_finished(st, en, index,
+						 psprintf("finished: step %d does not exist", index));
+			return;
+		}
+		if (step->invalid)
+		{
+			set_stopped(st, en, index, step->invalid);
+			return;
+		}
+
+		target = step->next_step;
+		switch (step->kind)
+		{
+			case STEP_WAIT:
+				break;
+			case STEP_EMAIL:
+			case STEP_SMS:
+				if (run_send(st, en, step) == SEND_DEFERRED)
+					return;
+				break;
+			case STEP_BRANCH:
+				{
+					JourneyBranchInput in;
+					JsonbValue *customer;
+					bool		taken;
+
+					customer = journey_jsonb_get(enrollment_ctx(st, en), "customer");
+					in.customer = (customer && customer->type == jbvBinary) ?
+						customer->val.binary.data : NULL;
+					in.enrollment_id = DatumGetUUIDP(en->id);
+					in.step_index = index;
+					in.nevents = en->nevents;
+					in.events = en->events;
+					taken = journey_condition_eval(step->cond, &in);
+					target = taken ? step->targets.then_step : step->targets.else_step;
+					log_decision(st, en, index, taken ? "branch_then" : "branch_else",
+								 target == 0 ?
+								 psprintf("%s is %s: finish", step->cond_text,
+										  taken ? "true" : "false") :
+								 psprintf("%s is %s: go to step %d", step->cond_text,
+										  taken ? "true" : "false", target));
+					break;
+				}
+		}
+
+		if (target == STEP_FOLLOWING)
+		{
+			if (pos + 1 >= seq->nsteps)
+			{
+				set_finished(st, en, index,
+							 psprintf("finished after step %d, the last step", index));
+				return;
+			}
+			target = seq->steps[pos + 1].step_index;
+		}
+		else if (target == 0)
+		{
+			set_finished(st, en, index,
+						 psprintf("finished: step %d leads to the end", index));
+			return;
+		}
+		else if (target <= index)
+		{
+			/* Journeys are acyclic; a backward jump could loop forever. */
+			set_stopped(st, en, index,
+						psprintf("it leads back to step %d; journeys only go forward",
+								 target));
+			return;
+		}
+
+		/* Arrive at target: its delay counts from as_of. */
+		step = find_step(seq, target, &pos);
+		if (step == NULL)
+		{
+			set_finished(st, en, target,
+						 psprintf("finished: step %d does not exist", target));
+			return;
+		}
+		if (step->wait_ms > 0)
+		{
+			TimestampTz next_run_at;
+
+			/*
+			 * A delay past the end of time would fail every call that claims
+			 * this enrollment: stop it instead.
+			 */
+			if (step->wait_ms > (END_TIMESTAMP - st->as_of) / 1000)
+			{
+				set_stopped(st, en, target,
+							psprintf("its wait_ms %lld leaves the range of timestamps",
+									 (long long) step->wait_ms));
+				return;
+			}
+			next_run_at = journey_timestamp_add_ms(st->as_of, step->wait_ms);
+			set_waiting(st, en, target, next_run_at);
+			return;
+		}
+		index = target;
+	}
+}
+
+/* ---------- the SQL function ---------- */
+
+Datum
+journey_advance_due_enrollments(PG_FUNCTION_ARGS)
+{
+	int32		batch_size;
+	TimestampTz as_of;
+	MemoryContext callcxt;
+	MemoryContext oldcxt;
+	ExecState	st;
+	HASHCTL		hctl;
+	uint64		nclaimed;
+	ExecEnrollment *ens;
+	static const Oid update_cols[6] = {UUIDOID, INT4OID, TIMESTAMPTZOID, TEXTOID,
+	TIMESTAMPTZOID, TEXTOID};
+	static const Oid message_cols[10] = {UUIDOID, UUIDOID, UUIDOID, INT4OID, UUIDOID,
+	TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+	static const Oid log_cols[5] = {UUIDOID, UUIDOID, INT4OID, TEXTOID, TEXTOID};
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", PG_ARGISNULL(0) ? "p_batch_size" : "p_as_of"),
+				 errhint("Omit the argument to use its default.")));
+	batch_size = PG_GETARG_INT32(0);
+	as_of = PG_GETARG_TIMESTAMPTZ(1);
+	if (batch_size <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("p_batch_size must be positive"),
+				 errdetail("p_batch_size was %d.", batch_size),
+				 errhint("Pass the most enrollments one call may handle, such as 1000.")));
+	if (TIMESTAMP_NOT_FINITE(as_of))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("p_as_of must be a finite timestamp"),
+				 errhint("Pass the time the steps run at, such as now().")));
+
+	callcxt = AllocSetContextCreate(CurrentMemoryContext, "journey executor call",
+									ALLOCSET_DEFAULT_SIZES);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	oldcxt = MemoryContextSwitchTo(callcxt);
+
+	memset(&st, 0, sizeof(st));
+	st.as_of = as_of;
+	hctl.keysize = UUID_LEN;
+	hctl.entrysize = sizeof(ExecSequence);
+	hctl.hcxt = callcxt;
+	st.sequences = hash_create("journey executor sequences", 16, &hctl,
+							   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+
+	/* 1. claim */
+	nclaimed = exec_claim(&st, batch_size, &ens);
+	if (nclaimed == 0)
+	{
+		MemoryContextSwitchTo(oldcxt);
+		SPI_finish();
+		MemoryContextDelete(callcxt);
+		PG_RETURN_INT32(0);
+	}
+
+	st.t_active = CStringGetTextDatum("active");
+	st.t_finished = CStringGetTextDatum("finished");
+	st.t_stopped = CStringGetTextDatum("stopped");
+	st.t_email = CStringGetTextDatum("email");
+	st.t_sms = CStringGetTextDatum("sms");
+	initStringInfo(&st.buf);
+	initStringInfo(&st.subject);
+	initStringInfo(&st.body);
+	st.scratch = AllocSetContextCreate(callcxt, "journey executor enrollment",
+									   ALLOCSET_DEFAULT_SIZES);
+	exec_batch_init(&st.updates, 6, update_cols);
+	exec_batch_init(&st.messages, 10, message_cols);
+	exec_batch_init(&st.log, 5, log_cols);
+
+	/* 2, 3: steps, rate windows, events */
+	exec_load_sequences(&st, callcxt);
+	exec_load_rate_windows(&st);
+	exec_load_events(&st, ens, (int) nclaimed);
+
+	/* 4: the state machine, in memory */
+	for (uint64 i = 0; i < nclaimed; i++)
+	{
+		CHECK_FOR_INTERRUPTS();
+		run_enrollment(&st, &ens[i]);
+		ens[i].ctx = NULL;
+		MemoryContextReset(st.scratch);
+	}
+
+	/* 5: three set-based statements */
+	exec_apply(&st);
+
+	MemoryContextSwitchTo(oldcxt);
+	SPI_finish();
+	MemoryContextDelete(callcxt);
+	PG_RETURN_INT32((int32) nclaimed);
+}
+

@@ -16,8 +16,12 @@
 
 #include "fmgr.h"
 #include "lib/stringinfo.h"
+#include "nodes/pg_list.h"
+#include "utils/date.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
+#include "executor/spi.h"
+#include "utils/uuid.h"
 
 /* ---------- journey.c: settings (all journey.* GUCs) ---------- */
 
@@ -115,6 +119,24 @@ extern void journey_require_member(Datum business_id);
 
 /* ---------- enroll.c: enrollment shared with the trigger and executor ---------- */
 
+/*
+ * Aggregates the RETURNING rows (id, business_id, current_step_index,
+ * stop_reason, finished_at) of an UPDATE that stopped enrollments, in a CTE
+ * named "stopped", into one row of five arrays for
+ * journey_cancel_and_log_stops.
+ */
+#define JOURNEY_STOPPED_ARRAYS_SELECT \
+	"SELECT pg_catalog.array_agg(id), pg_catalog.array_agg(business_id)," \
+	" pg_catalog.array_agg(current_step_index), pg_catalog.array_agg(stop_reason)," \
+	" pg_catalog.array_agg(finished_at) FROM stopped"
+
+/*
+ * Given the one-row result of JOURNEY_STOPPED_ARRAYS_SELECT, cancels the
+ * stopped enrollments' queued messages and logs each stop.  Must run in a
+ * statement after the stopping one; the caller is connected to SPI.
+ */
+extern void journey_cancel_and_log_stops(SPITupleTable *stopped);
+
 /* Raises 23503 unless the business exists; call inside SPI or not. */
 extern void journey_require_business_exists(Datum business_id);
 
@@ -128,6 +150,87 @@ extern void journey_log_decision(Datum business_id, Datum enrollment_id,
 
 /* Installs the hook that removes the executor job when journey is dropped. */
 extern void journey_cron_init(void);
+
+/* ---------- timewindow.c: quiet hours and rate limits (executor) ---------- */
+
+/*
+ * When t falls inside the daily quiet window [start, end) of local time in
+ * tz (crossing midnight when start > end; none when equal), returns true
+ * with *window_end the instant the window ends.
+ */
+extern bool journey_quiet_hours_end(TimestampTz t, struct pg_tz *tz,
+									TimeADT start, TimeADT end,
+									TimestampTz *window_end);
+
+/* Appends t as local "YYYY-MM-DD HH:MM[:SS]" in tz. */
+extern void journey_format_local(StringInfo out, TimestampTz t, struct pg_tz *tz);
+
+/* Appends a time of day as "HH:MM[:SS]". */
+extern void journey_format_time(StringInfo out, TimeADT t);
+
+/* The send times of one sequence that its rolling limits count. */
+typedef struct JourneyRateWindow
+{
+	int32		per_hour;		/* 0: unlimited */
+	int32		per_day;		/* 0: unlimited */
+	int			ntimes;
+	int			capacity;
+	TimestampTz *times;			/* sorted ascending */
+} JourneyRateWindow;
+
+extern void journey_rate_init(JourneyRateWindow *w, int32 per_hour, int32 per_day);
+extern void journey_rate_add(JourneyRateWindow *w, TimestampTz t);
+
+/* Which windows were full on the way to a deferral, and how full. */
+typedef struct JourneyRateHit
+{
+	bool		hour;
+	bool		day;
+	int			hour_count;		/* sends in the hour window when first full */
+	int			day_count;
+} JourneyRateHit;
+
+/*
+ * When a send at t would exceed a limit, returns true with *run_at the
+ * first later moment both windows have a free slot and *hit saying which
+ * limits moved it there.
+ */
+extern bool journey_rate_defer(const JourneyRateWindow *w, TimestampTz t,
+							   TimestampTz *run_at, JourneyRateHit *hit);
+
+/* ---------- branch.c: branch conditions (executor) ---------- */
+
+typedef struct JourneyCondition JourneyCondition;
+
+typedef struct JourneyBranchTargets
+{
+	int32		then_step;		/* 0: finish */
+	int32		else_step;
+} JourneyBranchTargets;
+
+/* What a condition is evaluated against for one enrollment. */
+typedef struct JourneyBranchInput
+{
+	JsonbContainer *customer;	/* the context's "customer" object */
+	const pg_uuid_t *enrollment_id;
+	int32		step_index;
+	int			nevents;
+	char	  **events;			/* event types seen since enrollment */
+} JourneyBranchInput;
+
+/*
+ * Parses {"if": COND, "then": N, "else": N}.  Returns NULL with *error set
+ * when it is malformed; may raise for numbers out of range.
+ */
+extern JourneyCondition *journey_condition_parse(Jsonb *branch_config,
+												 JourneyBranchTargets *targets,
+												 const char **error);
+
+/* Adds the event types the condition tests (char *) to *types, once each. */
+extern void journey_condition_event_types(const JourneyCondition *cond, List **types);
+
+extern bool journey_condition_eval(const JourneyCondition *cond,
+								   const JourneyBranchInput *in);
 
 /* ---------- worker.c, launcher.c: the sender (more in sender.h) ---------- */
 

@@ -50,6 +50,13 @@ PG_FUNCTION_INFO_V1(journey_match_events);
 	" WHERE e.customer_id IS NOT NULL" \
 	" GROUP BY e.business_id, e.customer_id, e.event_type)"
 
+/*
+ * Stops the enrollments and returns them as arrays.  Cancelling their
+ * messages and logging happen in a later statement (see
+ * journey_cancel_and_log_stops): only a new snapshot sees a message that an
+ * executor, which held the enrollment's lock while this statement waited,
+ * queued just before it committed.
+ */
 static const char *stop_sql =
 "WITH " EXIT_EVENTS_CTE ","
 " stopped AS ("
@@ -63,20 +70,8 @@ static const char *stop_sql =
 "  AND en.customer_id OPERATOR(pg_catalog.=) ex.customer_id"
 "  AND en.sequence_id OPERATOR(pg_catalog.=) s.id"
 "  AND en.status OPERATOR(pg_catalog.=) 'active'"
-"  RETURNING en.id, en.business_id, en.current_step_index, en.stop_reason, en.finished_at),"
-" cancelled AS ("
-"  UPDATE journey.messages m SET status = 'cancelled',"
-"   last_error = 'enrollment stopped: ' OPERATOR(pg_catalog.||) st.stop_reason"
-"  FROM stopped st WHERE m.enrollment_id OPERATOR(pg_catalog.=) st.id"
-"  AND m.status OPERATOR(pg_catalog.=) 'queued'"
-"  RETURNING m.enrollment_id)"
-" INSERT INTO journey.enrollment_log (business_id, enrollment_id, step_index, outcome, detail, at)"
-" SELECT st.business_id, st.id, st.current_step_index, 'stopped',"
-"  st.stop_reason OPERATOR(pg_catalog.||) coalesce(' (' OPERATOR(pg_catalog.||) c.n"
-"   OPERATOR(pg_catalog.||) ' queued message(s) cancelled)', ''),"
-"  st.finished_at"
-" FROM stopped st LEFT JOIN (SELECT enrollment_id, pg_catalog.count(*) AS n FROM cancelled GROUP BY enrollment_id) c"
-"  ON c.enrollment_id OPERATOR(pg_catalog.=) st.id";
+"  RETURNING en.id, en.business_id, en.current_step_index, en.stop_reason, en.finished_at)"
+" " JOURNEY_STOPPED_ARRAYS_SELECT;
 
 static const char *enroll_sql =
 "WITH " EXIT_EVENTS_CTE ","
@@ -157,8 +152,9 @@ journey_match_events(PG_FUNCTION_ARGS)
 		enroll_plan = prepare_kept(enroll_sql);
 
 	rc = SPI_execute_plan(stop_plan, NULL, NULL, false, 0);
-	if (rc != SPI_OK_INSERT)
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "stopping enrollments on exit events failed: %s", SPI_result_code_string(rc));
+	journey_cancel_and_log_stops(SPI_tuptable);
 	rc = SPI_execute_plan(enroll_plan, NULL, NULL, false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "enrolling customers on trigger events failed: %s", SPI_result_code_string(rc));

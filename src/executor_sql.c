@@ -1,0 +1,729 @@
+/*-------------------------------------------------------------------------
+ *
+ * executor_sql.c
+ *	  Every statement the executor runs, as kept prepared plans: the claim,
+ *	  the loads (steps, rate windows, events) and the three set-based
+ *	  statements over arrays that apply a call's results.
+ *
+ * executor.c decides; this file reads what it decides on and writes what it
+ * decided.  All statements are parameterised and schema-qualified; the
+ * function's declaration pins search_path, so operators resolve to
+ * pg_catalog's.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+
+#include "executor_private.h"
+
+/* Kept plans, prepared on first use in a backend. */
+static SPIPlanPtr claim_plan = NULL;
+static SPIPlanPtr steps_plan = NULL;
+static SPIPlanPtr lock_plan = NULL;
+static SPIPlanPtr rate_plan = NULL;
+static SPIPlanPtr events_plan = NULL;
+static SPIPlanPtr update_plan = NULL;
+static SPIPlanPtr messages_plan = NULL;
+static SPIPlanPtr log_plan = NULL;
+
+/*
+ * The claim.  Paused sequences' enrollments are left where they are.  The
+ * context is built here, once per enrollment, in the shape render_template
+ * documents.  search_path is pinned by the function's declaration.
+ */
+static const char *claim_sql =
+"SELECT k.id, k.business_id, k.sequence_id, k.customer_id,"
+"       k.current_step_index, k.enrolled_at, k.trigger_event_id, k.next_run_at,"
+"       k.meta, c.email, c.phone, COALESCE(c.timezone, b.timezone),"
+"       EXISTS (SELECT FROM journey.suppressions su"
+"                WHERE su.business_id = k.business_id"
+"                  AND su.channel = 'email' AND su.address = c.email),"
+"       EXISTS (SELECT FROM journey.suppressions su"
+"                WHERE su.business_id = k.business_id"
+"                  AND su.channel = 'sms' AND su.address = c.phone),"
+"       c.full_name, c.timezone, c.external_id, c.attributes,"
+"       b.name, b.email, b.phone, b.google_review_url, b.timezone"
+"  FROM ("
+"  SELECT e.id, e.business_id, e.sequence_id, e.customer_id,"
+"         e.current_step_index, e.enrolled_at, e.trigger_event_id, e.meta,"
+"         e.next_run_at"
+"    FROM journey.sequence_enrollments e"
+"   WHERE e.status = 'active' AND e.next_run_at <= $2"
+"     AND EXISTS (SELECT FROM journey.sequences s"
+"                  WHERE s.id = e.sequence_id AND s.status = 'active')"
+"   ORDER BY e.next_run_at"
+"   LIMIT $1"
+"     FOR UPDATE OF e SKIP LOCKED) k"
+"  JOIN journey.customers c ON c.id = k.customer_id"
+"  JOIN journey.businesses b ON b.id = k.business_id";
+
+static const char *steps_sql =
+"SELECT s.id, s.business_id, s.quiet_hours_start, s.quiet_hours_end,"
+"       s.rate_per_hour, s.rate_per_day,"
+"       st.step_index, st.kind, st.wait_ms, st.message_purpose,"
+"       st.message_config, st.branch_config, st.next_step_index"
+"  FROM journey.sequences s"
+"  LEFT JOIN journey.sequence_steps st ON st.sequence_id = s.id"
+" WHERE s.id = ANY ($1)"
+" ORDER BY s.id, st.step_index";
+
+static const char *lock_sql =
+"SELECT s.id FROM journey.sequences s WHERE s.id = ANY ($1)"
+" ORDER BY s.id FOR NO KEY UPDATE";
+
+static const char *rate_sql =
+"SELECT m.sequence_id, m.send_after"
+"  FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[]) AS w(business_id, sequence_id, since)"
+"  JOIN journey.messages m ON m.business_id = w.business_id"
+"   AND m.sequence_id = w.sequence_id AND m.send_after > w.since"
+" WHERE m.status <> 'cancelled'"
+" ORDER BY 1, 2";
+
+static const char *events_sql =
+"SELECT DISTINCT u.ord, ev.event_type"
+"  FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::bigint[])"
+"       WITH ORDINALITY AS u(business_id, customer_id, since, trigger_id, ord)"
+"  JOIN journey.events ev ON ev.business_id = u.business_id"
+"   AND ev.customer_id = u.customer_id AND ev.event_type = ANY ($5)"
+"   AND ev.occurred_at >= u.since AND ev.occurred_at <= $6"
+"   AND ev.id IS DISTINCT FROM u.trigger_id";
+
+static const char *update_sql =
+"UPDATE journey.sequence_enrollments e"
+"   SET current_step_index = u.step, next_run_at = u.next_run_at,"
+"       status = u.status, finished_at = u.finished_at,"
+"       stop_reason = u.stop_reason, updated_at = now()"
+"  FROM unnest($1::uuid[], $2::integer[], $3::timestamptz[], $4::text[],"
+"              $5::timestamptz[], $6::text[])"
+"       AS u(id, step, next_run_at, status, finished_at, stop_reason)"
+" WHERE e.id = u.id";
+
+static const char *messages_sql =
+"INSERT INTO journey.messages (business_id, enrollment_id, sequence_id,"
+"       step_index, customer_id, channel, message_purpose, to_address,"
+"       subject, body, send_after)"
+"SELECT u.*, $11"
+"  FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::integer[], $5::uuid[],"
+"              $6::text[], $7::text[], $8::text[], $9::text[], $10::text[]) AS u"
+"    ON CONFLICT (enrollment_id, step_index) DO NOTHING";
+
+static const char *log_sql =
+"INSERT INTO journey.enrollment_log (business_id, enrollment_id, step_index,"
+"       outcome, detail, at)"
+"SELECT u.*, $6"
+"  FROM unnest($1::uuid[], $2::uuid[], $3::integer[], $4::text[], $5::text[]) AS u";
+
+static SPIPlanPtr
+keep_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
+{
+	if (*plan == NULL)
+	{
+		SPIPlanPtr	p = SPI_prepare(sql, nargs, argtypes);
+
+		if (p == NULL)
+			elog(ERROR, "SPI_prepare failed for journey executor: %s",
+				 SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(p) != 0)
+			elog(ERROR, "SPI_keepplan failed for journey executor");
+		*plan = p;
+	}
+	return *plan;
+}
+
+static void
+run_plan(SPIPlanPtr plan, Datum *values, const char *nulls, int expected)
+{
+	int			rc = SPI_execute_plan(plan, values, nulls, false, 0);
+
+	if (rc != expected)
+		elog(ERROR, "journey executor statement failed: %s",
+			 SPI_result_code_string(rc));
+}
+
+/* ---------- column batches ---------- */
+
+void
+exec_batch_init(Batch *b, int ncols, const Oid *types)
+{
+	b->ncols = ncols;
+	memcpy(b->types, types, sizeof(Oid) * ncols);
+	b->n = 0;
+	b->capacity = 0;
+}
+
+/* Adds a row of nulls and returns its index. */
+int
+exec_batch_add(Batch *b)
+{
+	if (b->n == b->capacity)
+	{
+		int			cap = b->capacity ? b->capacity * 2 : 256;
+
+		for (int c = 0; c < b->ncols; c++)
+		{
+			if (b->capacity == 0)
+			{
+				b->values[c] = palloc(sizeof(Datum) * cap);
+				b->nulls[c] = palloc(sizeof(bool) * cap);
+			}
+			else
+			{
+				b->values[c] = repalloc(b->values[c], sizeof(Datum) * cap);
+				b->nulls[c] = repalloc(b->nulls[c], sizeof(bool) * cap);
+			}
+		}
+		b->capacity = cap;
+	}
+	for (int c = 0; c < b->ncols; c++)
+		b->nulls[c][b->n] = true;
+	return b->n++;
+}
+
+static Datum
+batch_array(Batch *b, int col)
+{
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	int			dims[1];
+	int			lbs[1] = {1};
+
+	get_typlenbyvalalign(b->types[col], &typlen, &typbyval, &typalign);
+	dims[0] = b->n;
+	return PointerGetDatum(construct_md_array(b->values[col], b->nulls[col], 1,
+											  dims, lbs, b->types[col],
+											  typlen, typbyval, typalign));
+}
+
+/* Array datums of all columns, then extra scalars, into values. */
+static void
+batch_args(Batch *b, Datum *values, char *nulls)
+{
+	for (int c = 0; c < b->ncols; c++)
+	{
+		values[c] = batch_array(b, c);
+		nulls[c] = ' ';
+	}
+}
+
+/*
+ * Reorders a batch's rows by the uuid in column key_col, keeping the order
+ * of rows with equal keys (an enrollment's log rows stay in decision order).
+ * Rows in key order reach the uuid-keyed indexes, and the foreign-key checks
+ * on the enrollments' primary key, in index order.
+ */
+static int
+compare_rows(const void *a, const void *b, void *arg)
+{
+	const Datum *keys = arg;
+	int			x = *(const int *) a;
+	int			y = *(const int *) b;
+	int			r = memcmp(DatumGetUUIDP(keys[x]), DatumGetUUIDP(keys[y]), UUID_LEN);
+
+	if (r != 0)
+		return r;
+	return (x > y) - (x < y);
+}
+
+static void
+batch_sort(Batch *b, int key_col)
+{
+	int		   *order;
+	Datum	   *values;
+	bool	   *nulls;
+
+	if (b->n < 2)
+		return;
+	order = palloc(sizeof(int) * b->n);
+	for (int i = 0; i < b->n; i++)
+		order[i] = i;
+	qsort_arg(order, b->n, sizeof(int), compare_rows, b->values[key_col]);
+	values = palloc(sizeof(Datum) * b->n);
+	nulls = palloc(sizeof(bool) * b->n);
+	for (int c = 0; c < b->ncols; c++)
+	{
+		for (int i = 0; i < b->n; i++)
+		{
+			values[i] = b->values[c][order[i]];
+			nulls[i] = b->nulls[c][order[i]];
+		}
+		memcpy(b->values[c], values, sizeof(Datum) * b->n);
+		memcpy(b->nulls[c], nulls, sizeof(bool) * b->n);
+	}
+}
+
+/* An array of uuid datums (pointers into tuples) */
+static Datum
+uuid_array(Datum *values, int n)
+{
+	return PointerGetDatum(construct_array(values, n, UUIDOID, UUID_LEN, false,
+										   TYPALIGN_CHAR));
+}
+
+/* ---------- loading ---------- */
+
+static char *
+step_kind_error(ExecStep *step, Jsonb *message_config, Jsonb *branch_config)
+{
+	char	   *subject;
+	char	   *body;
+	char		where[64];
+
+	if (step->kind == STEP_EMAIL || step->kind == STEP_SMS)
+	{
+		subject = message_config ? journey_jsonb_get_text(message_config, "subject") : NULL;
+		body = message_config ? journey_jsonb_get_text(message_config, "body") : NULL;
+		if (step->kind == STEP_EMAIL && subject == NULL)
+			return "message_config has no subject";
+		if (body == NULL)
+			return "message_config has no body";
+		snprintf(where, sizeof(where), "step %d message.subject", step->step_index);
+		if (step->kind == STEP_EMAIL)
+			step->subject = journey_template_parse(subject, pstrdup(where));
+		snprintf(where, sizeof(where), "step %d message.body", step->step_index);
+		step->body = journey_template_parse(body, pstrdup(where));
+	}
+	else if (step->kind == STEP_BRANCH)
+	{
+		const char *error = NULL;
+		JsonbValue *cond;
+
+		step->cond = journey_condition_parse(branch_config, &step->targets, &error);
+		if (step->cond == NULL)
+			return pstrdup(error);
+		if ((step->targets.then_step != 0 && step->targets.then_step <= step->step_index) ||
+			(step->targets.else_step != 0 && step->targets.else_step <= step->step_index))
+			return "branch targets must be later steps or 0";
+		cond = journey_jsonb_get(branch_config, "if");
+		step->cond_text = JsonbToCString(NULL, cond->val.binary.data, cond->val.binary.len);
+	}
+	return NULL;
+}
+
+/*
+ * Parses a step's templates or condition.  A parse error (only possible in
+ * rows written around create_sequence) marks the step invalid instead of
+ * failing the call, so one bad step cannot block every due enrollment.
+ */
+static void
+prepare_step(ExecStep *step, Jsonb *message_config, Jsonb *branch_config,
+			 MemoryContext cxt)
+{
+	ResourceOwner owner = CurrentResourceOwner;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		step->invalid = step_kind_error(step, message_config, branch_config);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		step->invalid = pstrdup(edata->message);
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+}
+
+void
+exec_load_sequences(ExecState *st, MemoryContext cxt)
+{
+	HASH_SEQ_STATUS hs;
+	ExecSequence *seq;
+	Datum	   *ids;
+	int			n = 0;
+	Oid			argtypes[1] = {UUIDARRAYOID};
+	Datum		args[1];
+	SPITupleTable *tt;
+	ExecSequence *cur = NULL;
+	int			capacity = 0;
+
+	ids = palloc(sizeof(Datum) * hash_get_num_entries(st->sequences));
+	hash_seq_init(&hs, st->sequences);
+	while ((seq = hash_seq_search(&hs)) != NULL)
+		ids[n++] = UUIDPGetDatum(&seq->id);
+	args[0] = uuid_array(ids, n);
+	run_plan(keep_plan(&steps_plan, steps_sql, 1, argtypes), args, NULL, SPI_OK_SELECT);
+	tt = SPI_tuptable;
+
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = tt->vals[r];
+		TupleDesc	desc = tt->tupdesc;
+		bool		isnull;
+		Datum		d;
+		ExecStep   *step;
+		char	   *kind;
+		Jsonb	   *message_config;
+		Jsonb	   *branch_config;
+
+		d = SPI_getbinval(tup, desc, 1, &isnull);
+		if (cur == NULL || memcmp(&cur->id, DatumGetUUIDP(d), UUID_LEN) != 0)
+		{
+			Datum		qs;
+			Datum		qe;
+			bool		qs_null;
+			bool		qe_null;
+
+			cur = hash_search(st->sequences, DatumGetUUIDP(d), HASH_FIND, NULL);
+			if (cur == NULL)
+				elog(ERROR, "journey executor loaded a sequence it did not ask for");
+			memcpy(&cur->business_id, DatumGetUUIDP(SPI_getbinval(tup, desc, 2, &isnull)),
+				   UUID_LEN);
+			qs = SPI_getbinval(tup, desc, 3, &qs_null);
+			qe = SPI_getbinval(tup, desc, 4, &qe_null);
+			cur->has_quiet = !qs_null && !qe_null &&
+				DatumGetTimeADT(qs) != DatumGetTimeADT(qe);
+			cur->quiet_start = qs_null ? 0 : DatumGetTimeADT(qs);
+			cur->quiet_end = qe_null ? 0 : DatumGetTimeADT(qe);
+			d = SPI_getbinval(tup, desc, 5, &isnull);
+			cur->rate_per_hour = isnull ? 0 : DatumGetInt32(d);
+			d = SPI_getbinval(tup, desc, 6, &isnull);
+			cur->rate_per_day = isnull ? 0 : DatumGetInt32(d);
+			capacity = 8;
+			cur->steps = palloc(sizeof(ExecStep) * capacity);
+		}
+
+		d = SPI_getbinval(tup, desc, 7, &isnull);
+		if (isnull)
+			continue;			/* a sequence without steps */
+		if (cur->nsteps == capacity)
+		{
+			capacity *= 2;
+			cur->steps = repalloc(cur->steps, sizeof(ExecStep) * capacity);
+		}
+		step = &cur->steps[cur->nsteps++];
+		memset(step, 0, sizeof(ExecStep));
+		step->step_index = DatumGetInt32(d);
+		kind = TextDatumGetCString(SPI_getbinval(tup, desc, 8, &isnull));
+		if (strcmp(kind, "send_email") == 0)
+			step->kind = STEP_EMAIL;
+		else if (strcmp(kind, "send_sms") == 0)
+			step->kind = STEP_SMS;
+		else if (strcmp(kind, "branch") == 0)
+			step->kind = STEP_BRANCH;
+		else
+			step->kind = STEP_WAIT;
+		step->wait_ms = DatumGetInt64(SPI_getbinval(tup, desc, 9, &isnull));
+		d = SPI_getbinval(tup, desc, 10, &isnull);
+		step->purpose = isnull ? NULL : TextDatumGetCString(d);
+		d = SPI_getbinval(tup, desc, 11, &isnull);
+		message_config = isnull ? NULL : DatumGetJsonbP(d);
+		d = SPI_getbinval(tup, desc, 12, &isnull);
+		branch_config = isnull ? NULL : DatumGetJsonbP(d);
+		d = SPI_getbinval(tup, desc, 13, &isnull);
+		step->next_step = isnull ? STEP_FOLLOWING : DatumGetInt32(d);
+		if (step->next_step != STEP_FOLLOWING && step->next_step != 0 &&
+			step->next_step <= step->step_index)
+			step->invalid = psprintf("its next step %d is not a later step",
+									 step->next_step);
+		else if (step->kind != STEP_WAIT)
+			prepare_step(step, message_config, branch_config, cxt);
+		if (step->kind == STEP_EMAIL || step->kind == STEP_SMS)
+			cur->has_sends = true;
+		if (step->cond)
+			journey_condition_event_types(step->cond, &cur->event_types);
+	}
+}
+
+/*
+ * Locks the rate-limited sequences (id order, so concurrent executors
+ * queue up per sequence instead of both filling the same window) and
+ * loads the send times their windows count.
+ */
+void
+exec_load_rate_windows(ExecState *st)
+{
+	HASH_SEQ_STATUS hs;
+	ExecSequence *seq;
+	int			nmax = hash_get_num_entries(st->sequences);
+	Datum	   *biz = palloc(sizeof(Datum) * nmax);
+	Datum	   *ids = palloc(sizeof(Datum) * nmax);
+	Datum	   *since = palloc(sizeof(Datum) * nmax);
+	int			n = 0;
+	Oid			lock_types[1] = {UUIDARRAYOID};
+	Oid			rate_types[3] = {UUIDARRAYOID, UUIDARRAYOID, TIMESTAMPTZARRAYOID};
+	Datum		args[3];
+	SPITupleTable *tt;
+	ExecSequence *cur = NULL;
+
+	hash_seq_init(&hs, st->sequences);
+	while ((seq = hash_seq_search(&hs)) != NULL)
+	{
+		if (!seq->has_sends || (seq->rate_per_hour == 0 && seq->rate_per_day == 0))
+			continue;
+		seq->limited = true;
+		journey_rate_init(&seq->rate, seq->rate_per_hour, seq->rate_per_day);
+		biz[n] = UUIDPGetDatum(&seq->business_id);
+		ids[n] = UUIDPGetDatum(&seq->id);
+		since[n] = TimestampTzGetDatum(st->as_of -
+									   (seq->rate_per_day ? USECS_PER_DAY : USECS_PER_HOUR));
+		n++;
+	}
+	if (n == 0)
+		return;
+
+	args[0] = uuid_array(ids, n);
+	run_plan(keep_plan(&lock_plan, lock_sql, 1, lock_types), args, NULL,
+			 SPI_OK_SELECT);
+
+	args[0] = uuid_array(biz, n);
+	args[1] = uuid_array(ids, n);
+	args[2] = PointerGetDatum(construct_array(since, n, TIMESTAMPTZOID, sizeof(TimestampTz),
+											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	run_plan(keep_plan(&rate_plan, rate_sql, 3, rate_types), args, NULL, SPI_OK_SELECT);
+	tt = SPI_tuptable;
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		Datum		id = SPI_getbinval(tt->vals[r], tt->tupdesc, 1, &isnull);
+
+		if (cur == NULL || memcmp(&cur->id, DatumGetUUIDP(id), UUID_LEN) != 0)
+			cur = hash_search(st->sequences, DatumGetUUIDP(id), HASH_FIND, NULL);
+		journey_rate_add(&cur->rate,
+						 DatumGetTimestampTz(SPI_getbinval(tt->vals[r], tt->tupdesc, 2,
+														   &isnull)));
+	}
+	SPI_freetuptable(tt);
+}
+
+/* Finds, in one statement, which tested events each enrollment has had. */
+void
+exec_load_events(ExecState *st, ExecEnrollment *ens, int nens)
+{
+	List	   *types = NIL;
+	HASH_SEQ_STATUS hs;
+	ExecSequence *seq;
+	int		   *which = palloc(sizeof(int) * nens);
+	Datum	   *biz = palloc(sizeof(Datum) * nens);
+	Datum	   *cust = palloc(sizeof(Datum) * nens);
+	Datum	   *since = palloc(sizeof(Datum) * nens);
+	Datum	   *trig = palloc(sizeof(Datum) * nens);
+	bool	   *trig_null = palloc(sizeof(bool) * nens);
+	Datum	   *type_datums;
+	int			n = 0;
+	int			i;
+	int			dims[1];
+	int			lbs[1] = {1};
+	ListCell   *lc;
+	Oid			argtypes[6] = {UUIDARRAYOID, UUIDARRAYOID, TIMESTAMPTZARRAYOID,
+	INT8ARRAYOID, TEXTARRAYOID, TIMESTAMPTZOID};
+	Datum		args[6];
+	SPITupleTable *tt;
+
+	hash_seq_init(&hs, st->sequences);
+	while ((seq = hash_seq_search(&hs)) != NULL)
+	{
+		foreach(lc, seq->event_types)
+		{
+			ListCell   *lc2;
+			bool		seen = false;
+
+			foreach(lc2, types)
+				seen = seen || strcmp(lfirst(lc2), lfirst(lc)) == 0;
+			if (!seen)
+				types = lappend(types, lfirst(lc));
+		}
+	}
+	if (types == NIL)
+		return;
+
+	for (i = 0; i < nens; i++)
+	{
+		if (ens[i].seq->event_types == NIL)
+			continue;
+		which[n] = i;
+		biz[n] = ens[i].business_id;
+		cust[n] = ens[i].customer_id;
+		since[n] = TimestampTzGetDatum(ens[i].enrolled_at);
+		trig[n] = ens[i].trigger_event_id;
+		trig_null[n] = ens[i].trigger_event_null;
+		n++;
+	}
+	type_datums = palloc(sizeof(Datum) * list_length(types));
+	i = 0;
+	foreach(lc, types)
+		type_datums[i++] = CStringGetTextDatum(lfirst(lc));
+
+	dims[0] = n;
+	args[0] = uuid_array(biz, n);
+	args[1] = uuid_array(cust, n);
+	args[2] = PointerGetDatum(construct_array(since, n, TIMESTAMPTZOID, sizeof(TimestampTz),
+											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[3] = PointerGetDatum(construct_md_array(trig, trig_null, 1, dims, lbs, INT8OID,
+												 sizeof(int64), FLOAT8PASSBYVAL,
+												 TYPALIGN_DOUBLE));
+	args[4] = PointerGetDatum(construct_array(type_datums, list_length(types), TEXTOID,
+											  -1, false, TYPALIGN_INT));
+	args[5] = TimestampTzGetDatum(st->as_of);
+	run_plan(keep_plan(&events_plan, events_sql, 6, argtypes), args, NULL, SPI_OK_SELECT);
+	tt = SPI_tuptable;
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		int64		ord = DatumGetInt64(SPI_getbinval(tt->vals[r], tt->tupdesc, 1, &isnull));
+		ExecEnrollment *en = &ens[which[ord - 1]];
+
+		if (en->events == NULL)
+			en->events = palloc(sizeof(char *) * list_length(types));
+		en->events[en->nevents++] =
+			TextDatumGetCString(SPI_getbinval(tt->vals[r], tt->tupdesc, 2, &isnull));
+	}
+}
+
+static char *
+text_or_null(HeapTuple tup, TupleDesc desc, int col)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
+
+	return isnull ? NULL : TextDatumGetCString(d);
+}
+
+/* ---------- applying ---------- */
+
+/*
+ * The messages and the log go in before the enrollments change: their
+ * foreign-key checks then find a single version of each enrollment row.
+ */
+void
+exec_apply(ExecState *st)
+{
+	Datum		values[BATCH_MAX_COLS + 1];
+	char		nulls[BATCH_MAX_COLS + 1];
+
+	if (st->messages.n > 0)
+	{
+		Oid			types[11] = {UUIDARRAYOID, UUIDARRAYOID, UUIDARRAYOID, INT4ARRAYOID,
+			UUIDARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+		TEXTARRAYOID, TIMESTAMPTZOID};
+
+		batch_sort(&st->messages, 1);
+		batch_args(&st->messages, values, nulls);
+		values[10] = TimestampTzGetDatum(st->as_of);
+		nulls[10] = ' ';
+		run_plan(keep_plan(&messages_plan, messages_sql, 11, types), values, nulls,
+				 SPI_OK_INSERT);
+		if (SPI_processed > 0)
+			journey_sender_wake_at_commit();
+	}
+	if (st->log.n > 0)
+	{
+		Oid			types[6] = {UUIDARRAYOID, UUIDARRAYOID, INT4ARRAYOID, TEXTARRAYOID,
+		TEXTARRAYOID, TIMESTAMPTZOID};
+
+		batch_sort(&st->log, 1);
+		batch_args(&st->log, values, nulls);
+		values[5] = TimestampTzGetDatum(st->as_of);
+		nulls[5] = ' ';
+		run_plan(keep_plan(&log_plan, log_sql, 6, types), values, nulls, SPI_OK_INSERT);
+	}
+	if (st->updates.n > 0)
+	{
+		Oid			types[6] = {UUIDARRAYOID, INT4ARRAYOID, TIMESTAMPTZARRAYOID,
+		TEXTARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID};
+
+		batch_sort(&st->updates, 0);
+		batch_args(&st->updates, values, nulls);
+		run_plan(keep_plan(&update_plan, update_sql, 6, types), values, nulls,
+				 SPI_OK_UPDATE);
+	}
+}
+
+/* ---------- the claim ---------- */
+
+/* Compares two claimed enrollments: oldest due first, then first enrolled. */
+static int
+compare_due(const void *a, const void *b)
+{
+	const ExecEnrollment *x = a;
+	const ExecEnrollment *y = b;
+
+	if (x->next_run_at != y->next_run_at)
+		return x->next_run_at < y->next_run_at ? -1 : 1;
+	/* Deferred to the same moment: who enrolled first goes first. */
+	if (x->enrolled_at != y->enrolled_at)
+		return x->enrolled_at < y->enrolled_at ? -1 : 1;
+	return memcmp(DatumGetUUIDP(x->id), DatumGetUUIDP(y->id), UUID_LEN);
+}
+
+uint64
+exec_claim(ExecState *st, int32 batch_size, ExecEnrollment **ens_out)
+{
+	Oid			claim_types[2] = {INT8OID, TIMESTAMPTZOID};
+	Datum		claim_args[2];
+	SPITupleTable *claimed;
+	uint64		nclaimed;
+	ExecEnrollment *ens;
+
+	claim_args[0] = Int64GetDatum(batch_size);
+	claim_args[1] = TimestampTzGetDatum(st->as_of);
+	run_plan(keep_plan(&claim_plan, claim_sql, 2, claim_types), claim_args, NULL,
+			 SPI_OK_SELECT);
+	claimed = SPI_tuptable;
+	nclaimed = SPI_processed;
+	*ens_out = NULL;
+	if (nclaimed == 0)
+		return 0;
+
+	st->claim_desc = claimed->tupdesc;
+	ens = palloc0(sizeof(ExecEnrollment) * nclaimed);
+	for (uint64 i = 0; i < nclaimed; i++)
+	{
+		HeapTuple	tup = claimed->vals[i];
+		TupleDesc	desc = claimed->tupdesc;
+		ExecEnrollment *en = &ens[i];
+		bool		isnull;
+		bool		found;
+
+		en->id = SPI_getbinval(tup, desc, 1, &isnull);
+		en->business_id = SPI_getbinval(tup, desc, 2, &isnull);
+		en->sequence_id = SPI_getbinval(tup, desc, 3, &isnull);
+		en->customer_id = SPI_getbinval(tup, desc, 4, &isnull);
+		en->step = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
+		en->enrolled_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 6, &isnull));
+		en->trigger_event_id = SPI_getbinval(tup, desc, 7, &en->trigger_event_null);
+		en->next_run_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 8, &isnull));
+		en->email = text_or_null(tup, desc, 10);
+		en->phone = text_or_null(tup, desc, 11);
+		en->zone = text_or_null(tup, desc, 12);
+		en->email_suppressed = DatumGetBool(SPI_getbinval(tup, desc, 13, &isnull));
+		en->phone_suppressed = DatumGetBool(SPI_getbinval(tup, desc, 14, &isnull));
+		en->tup = tup;
+		en->seq = hash_search(st->sequences, DatumGetUUIDP(en->sequence_id), HASH_ENTER,
+							  &found);
+		if (!found)
+		{
+			ExecSequence *seq = en->seq;
+			pg_uuid_t	key = seq->id;
+
+			memset(seq, 0, sizeof(ExecSequence));
+			seq->id = key;
+		}
+	}
+
+	/* Oldest due first: the order rate limits hand out slots in. */
+	qsort(ens, nclaimed, sizeof(ExecEnrollment), compare_due);
+	*ens_out = ens;
+	return nclaimed;
+}
