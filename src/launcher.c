@@ -110,7 +110,8 @@ stop_sender_for(const char *name)
 	if (journey_sender_shmem == NULL || name == NULL)
 		return;
 	dboid = get_database_oid(name, true);
-	if (!OidIsValid(dboid))
+	/* Only for someone the command may succeed for: else a way to stall it. */
+	if (!OidIsValid(dboid) || !pg_database_ownercheck(dboid, GetUserId()))
 		return;
 	SpinLockAcquire(&journey_sender_shmem->mutex);
 	for (i = 0; i < JOURNEY_MAX_SENDERS; i++)
