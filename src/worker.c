@@ -112,6 +112,8 @@ static bool need_claim = true;
 static TimestampTz next_poll = 0;
 static TimestampTz next_due = 0;	/* earliest retry or lease expiry; 0 none */
 static bool warned_no_provider = false;
+/* Claims still to make one message at a time after a crash (see below). */
+static uint64 probation = 0;
 
 static MemoryContext loop_cxt;
 static MemoryContext results_cxt;
@@ -162,7 +164,7 @@ static const char *claim_sql =
 "     last_error = CASE WHEN attempts OPERATOR(pg_catalog.>=) $2" \
 "       THEN 'sender stopped during the last allowed attempt (' OPERATOR(pg_catalog.||) attempts OPERATOR(pg_catalog.||) ' attempts); the provider may have received it'" \
 "       ELSE COALESCE(last_error, 'sender stopped during delivery; sent again') END," \
-"     send_after = pg_catalog.now(), lease_expires_at = NULL, claimed_by = NULL"
+"     lease_expires_at = NULL, claimed_by = NULL"
 
 static const char *reclaim_own_sql =
 "UPDATE journey.messages" RECLAIM_SET
@@ -513,7 +515,7 @@ static void
 claim_and_send(void)
 {
 	int			room = journey_max_concurrency - journey_transport_in_flight();
-	int			want = Min(room, journey_batch_size);
+	int			want = probation > 0 ? 1 : Min(room, journey_batch_size);
 	TimestampTz now = GetCurrentTimestamp();
 	bool		poll = now >= next_poll;
 	Datum		args[3];
@@ -540,11 +542,21 @@ claim_and_send(void)
 	{
 		if (SPI_execute_plan(reclaim_own_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "journey sender could not reclaim its messages");
+		/*
+		 * They keep their send_after, so they are the next claimed.  One of
+		 * them may be what killed the last sender: send them one at a time,
+		 * so that a crash counts an attempt against that message alone and
+		 * it fails by itself instead of taking a whole batch with it.
+		 */
+		probation = SPI_processed;
 		if (SPI_processed > 0)
 			ereport(LOG,
 					(errmsg("journey sender put back %llu message(s) an earlier sender left unfinished",
-							(unsigned long long) SPI_processed)));
+							(unsigned long long) SPI_processed),
+					 errdetail("They are sent again first, one at a time.")));
 		reclaim_own = false;
+		if (probation > 0)
+			want = 1;
 	}
 	if (SPI_execute_plan(reclaim_expired_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "journey sender could not reclaim expired leases");
@@ -574,6 +586,7 @@ claim_and_send(void)
 	if (SPI_execute_plan(claim_plan, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "journey sender could not claim messages");
 	got = SPI_processed;
+	probation -= Min(probation, got);
 	if ((int) got == want)
 		need_claim = true;		/* there may be more */
 	else
@@ -623,6 +636,8 @@ room_to_claim(void)
 {
 	int			n = journey_transport_in_flight();
 
+	if (probation > 0)
+		return n == 0;
 	return n == 0 || journey_max_concurrency - n >= Max(1, journey_max_concurrency / 2);
 }
 
