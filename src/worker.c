@@ -36,6 +36,7 @@
 #include "tcop/tcopprot.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -112,8 +113,8 @@ static bool need_claim = true;
 static TimestampTz next_poll = 0;
 static TimestampTz next_due = 0;	/* earliest retry or lease expiry; 0 none */
 static bool warned_no_provider = false;
-/* Claims still to make one message at a time after a crash (see below). */
-static uint64 probation = 0;
+/* Messages taken back after a crash, sent one at a time (see below). */
+static Datum probation = (Datum) 0;	/* bigint[] in TopMemoryContext */
 
 static MemoryContext loop_cxt;
 static MemoryContext results_cxt;
@@ -123,36 +124,47 @@ static int	n_results = 0;
 static int	max_results = 0;
 
 static SPIPlanPtr claim_plan;
+static SPIPlanPtr claim_ids_plan;
 static SPIPlanPtr reclaim_own_plan;
 static SPIPlanPtr reclaim_expired_plan;
 static SPIPlanPtr next_due_plan;
 static SPIPlanPtr no_provider_plan;
 static SPIPlanPtr result_plan;
 
-static const char *claim_sql =
-"WITH due AS ("
-" SELECT m.id, p.kind, p.endpoint, p.from_address, p.credentials, p.settings"
-"  FROM journey.messages m"
-"  CROSS JOIN LATERAL ("
-"   SELECT p.kind, p.endpoint, p.from_address, p.credentials, p.settings"
-"    FROM journey.providers p"
-"   WHERE p.enabled AND p.channel OPERATOR(pg_catalog.=) m.channel"
-"     AND (p.business_id OPERATOR(pg_catalog.=) m.business_id OR p.business_id IS NULL)"
-"   ORDER BY p.business_id NULLS LAST LIMIT 1) p"
-" WHERE m.status OPERATOR(pg_catalog.=) 'queued'"
-"   AND m.send_after OPERATOR(pg_catalog.<=) pg_catalog.now()"
-" ORDER BY m.send_after LIMIT $1"
-" FOR UPDATE OF m SKIP LOCKED)"
-" UPDATE journey.messages m"
-"    SET status = 'sending', attempts = m.attempts OPERATOR(pg_catalog.+) 1,"
-"        claimed_by = $2,"
-"        lease_expires_at = pg_catalog.now() OPERATOR(pg_catalog.+)"
-"          ($3 OPERATOR(pg_catalog.*) interval '1 millisecond')"
-"   FROM due WHERE m.id OPERATOR(pg_catalog.=) due.id"
-" RETURNING m.id, m.attempts, m.business_id::text, m.customer_id::text,"
-"   m.enrollment_id::text, m.sequence_id::text, m.step_index::text, m.channel,"
-"   m.message_purpose, m.to_address, m.subject, m.body, due.kind, due.endpoint,"
-"   due.from_address, due.credentials, due.settings::text";
+/*
+ * Claims up to $1 due messages that have a provider, oldest first; "extra"
+ * narrows the choice.
+ */
+#define CLAIM_SQL(extra) \
+"WITH due AS (" \
+" SELECT m.id, p.kind, p.endpoint, p.from_address, p.credentials, p.settings" \
+"  FROM journey.messages m" \
+"  CROSS JOIN LATERAL (" \
+"   SELECT p.kind, p.endpoint, p.from_address, p.credentials, p.settings" \
+"    FROM journey.providers p" \
+"   WHERE p.enabled AND p.channel OPERATOR(pg_catalog.=) m.channel" \
+"     AND (p.business_id OPERATOR(pg_catalog.=) m.business_id OR p.business_id IS NULL)" \
+"   ORDER BY p.business_id NULLS LAST LIMIT 1) p" \
+" WHERE m.status OPERATOR(pg_catalog.=) 'queued' " extra \
+"   AND m.send_after OPERATOR(pg_catalog.<=) pg_catalog.now()" \
+" ORDER BY m.send_after LIMIT $1" \
+" FOR UPDATE OF m SKIP LOCKED)" \
+" UPDATE journey.messages m" \
+"    SET status = 'sending', attempts = m.attempts OPERATOR(pg_catalog.+) 1," \
+"        claimed_by = $2," \
+"        lease_expires_at = pg_catalog.now() OPERATOR(pg_catalog.+)" \
+"          ($3 OPERATOR(pg_catalog.*) interval '1 millisecond')" \
+"   FROM due WHERE m.id OPERATOR(pg_catalog.=) due.id" \
+" RETURNING m.id, m.attempts, m.business_id::text, m.customer_id::text," \
+"   m.enrollment_id::text, m.sequence_id::text, m.step_index::text, m.channel," \
+"   m.message_purpose, m.to_address, m.subject, m.body, due.kind, due.endpoint," \
+"   due.from_address, due.credentials, due.settings::text"
+
+static const char *claim_sql = CLAIM_SQL("");
+
+/* The same, among the messages $4 only (those taken back after a crash). */
+static const char *claim_ids_sql =
+CLAIM_SQL(" AND m.id OPERATOR(pg_catalog.=) ANY ($4)");
 
 /*
  * Puts messages left 'sending' back in the queue: those this server's sender
@@ -167,8 +179,10 @@ static const char *claim_sql =
 "     lease_expires_at = NULL, claimed_by = NULL"
 
 static const char *reclaim_own_sql =
-"UPDATE journey.messages" RECLAIM_SET
-" WHERE status OPERATOR(pg_catalog.=) 'sending' AND claimed_by OPERATOR(pg_catalog.=) $1";
+"WITH r AS (UPDATE journey.messages" RECLAIM_SET
+" WHERE status OPERATOR(pg_catalog.=) 'sending' AND claimed_by OPERATOR(pg_catalog.=) $1"
+" RETURNING id, status)"
+" SELECT pg_catalog.count(*), pg_catalog.array_agg(id) FILTER (WHERE status OPERATOR(pg_catalog.=) 'queued') FROM r";
 
 static const char *reclaim_expired_sql =
 "UPDATE journey.messages" RECLAIM_SET
@@ -234,7 +248,7 @@ keep_plan(const char *sql, int nargs, Oid *types)
 static void
 prepare_plans(void)
 {
-	Oid			claim_types[3] = {INT4OID, TEXTOID, INT4OID};
+	Oid			claim_types[4] = {INT4OID, TEXTOID, INT4OID, INT8ARRAYOID};
 	Oid			reclaim_types[2] = {TEXTOID, INT4OID};
 	Oid			result_types[6] = {INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
 	TEXTARRAYOID, INT8ARRAYOID, TEXTOID};
@@ -243,6 +257,7 @@ prepare_plans(void)
 	if (result_plan != NULL)
 		return;
 	claim_plan = keep_plan(claim_sql, 3, claim_types);
+	claim_ids_plan = keep_plan(claim_ids_sql, 4, claim_types);
 	reclaim_own_plan = keep_plan(reclaim_own_sql, 2, reclaim_types);
 	reclaim_expired_plan = keep_plan(reclaim_expired_sql, 2, reclaim_types);
 	next_due_plan = keep_plan(next_due_sql, 0, NULL);
@@ -515,10 +530,10 @@ static void
 claim_and_send(void)
 {
 	int			room = journey_max_concurrency - journey_transport_in_flight();
-	int			want = probation > 0 ? 1 : Min(room, journey_batch_size);
+	int			want = Min(room, journey_batch_size);
 	TimestampTz now = GetCurrentTimestamp();
 	bool		poll = now >= next_poll;
-	Datum		args[3];
+	Datum		args[4];
 	JourneyMessage **msgs = NULL;
 	uint64		got = 0;
 	uint64		i;
@@ -540,23 +555,33 @@ claim_and_send(void)
 	args[1] = Int32GetDatum(journey_max_attempts);
 	if (reclaim_own)
 	{
-		if (SPI_execute_plan(reclaim_own_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
+		bool		isnull;
+		int64		n;
+		Datum		ids;
+
+		if (SPI_execute_plan(reclaim_own_plan, args, NULL, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "journey sender could not reclaim its messages");
+		n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		ids = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+
 		/*
-		 * They keep their send_after, so they are the next claimed.  One of
-		 * them may be what killed the last sender: send them one at a time,
-		 * so that a crash counts an attempt against that message alone and
-		 * it fails by itself instead of taking a whole batch with it.
+		 * One of them may be what killed the last sender.  Send them first
+		 * and one at a time, so that a crash counts an attempt against that
+		 * message alone and it fails by itself instead of taking a whole
+		 * batch with it.
 		 */
-		probation = SPI_processed;
-		if (SPI_processed > 0)
+		if (!isnull)
+		{
+			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+			probation = datumCopy(ids, false, -1);
+			MemoryContextSwitchTo(old);
+		}
+		if (n > 0)
 			ereport(LOG,
-					(errmsg("journey sender put back %llu message(s) an earlier sender left unfinished",
-							(unsigned long long) SPI_processed),
+					(errmsg("journey sender put back " INT64_FORMAT " message(s) an earlier sender left unfinished", n),
 					 errdetail("They are sent again first, one at a time.")));
 		reclaim_own = false;
-		if (probation > 0)
-			want = 1;
 	}
 	if (SPI_execute_plan(reclaim_expired_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "journey sender could not reclaim expired leases");
@@ -583,10 +608,24 @@ claim_and_send(void)
 	args[0] = Int32GetDatum(want);
 	args[1] = CStringGetTextDatum(claim_token);
 	args[2] = Int32GetDatum(journey_lease_ms);
-	if (SPI_execute_plan(claim_plan, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+	if (probation != (Datum) 0)
+	{
+		args[0] = Int32GetDatum(1);
+		args[3] = probation;
+		if (SPI_execute_plan(claim_ids_plan, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+			elog(ERROR, "journey sender could not claim messages");
+		if (SPI_processed == 0)
+		{
+			/* All of them done: back to batches. */
+			pfree(DatumGetPointer(probation));
+			probation = (Datum) 0;
+			need_claim = true;
+		}
+		want = 1;
+	}
+	else if (SPI_execute_plan(claim_plan, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "journey sender could not claim messages");
 	got = SPI_processed;
-	probation -= Min(probation, got);
 	if ((int) got == want)
 		need_claim = true;		/* there may be more */
 	else
@@ -636,7 +675,7 @@ room_to_claim(void)
 {
 	int			n = journey_transport_in_flight();
 
-	if (probation > 0)
+	if (probation != (Datum) 0)
 		return n == 0;
 	return n == 0 || journey_max_concurrency - n >= Max(1, journey_max_concurrency / 2);
 }
