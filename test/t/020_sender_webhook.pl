@@ -79,6 +79,8 @@ is($node->safe_psql('postgres',
 	't', 'other purposes leave last_review_request_at alone');
 
 # A rolled-back insert wakes nothing: the sender's state does not change.
+# (First let it report itself idle after writing the last result.)
+Time::HiRes::sleep(0.3);
 my $before = $node->safe_psql('postgres',
 	"SELECT state_change FROM pg_stat_activity WHERE backend_type = 'journey sender'");
 $node->safe_psql('postgres', "BEGIN;
