@@ -12,8 +12,9 @@
  * system identifier in claimed_by, and counts the attempt.  A sender that
  * starts puts back every message its server's earlier sender left
  * 'sending' (it died: a crash, kill -9, an immediate shutdown), so they
- * go out again within seconds, under the same idempotency key.  A message
- * that keeps killing the sender runs out of attempts that way and fails.
+ * go out again within seconds, under the same idempotency key, first and
+ * one at a time.  A message that keeps killing the sender runs out of
+ * attempts that way and fails alone.
  *
  *-------------------------------------------------------------------------
  */
