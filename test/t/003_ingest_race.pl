@@ -1,0 +1,54 @@
+# Two webhooks deliver the same event at the same moment on two connections:
+# the second waits for the first, then returns the first event's id; no
+# unique violation reaches either caller, and the customer both name (new
+# to journey) is created once and enrolled once.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $node = PostgreSQL::Test::Cluster->new('ingest_race');
+$node->init;
+$node->append_conf('postgresql.conf', "shared_preload_libraries = 'journey'\njourney.database_name = 'postgres'\n");
+$node->start;
+$node->safe_psql('postgres', q{
+CREATE EXTENSION journey;
+INSERT INTO journey.businesses (id, name) VALUES ('00000000-0000-0000-0000-0000000000b1', 'B');
+SELECT journey.create_sequence('00000000-0000-0000-0000-0000000000b1', '{"name": "J", "status": "active",
+  "trigger_event_type": "invoice_paid", "steps": [{"kind": "wait", "wait_ms": 60000}]}');
+});
+
+my $call = q{SELECT journey.ingest_event('00000000-0000-0000-0000-0000000000b1', 'invoice_paid',
+  '{"external_id": "QB-9", "full_name": "Ada Lovelace", "email": "ada@example.com"}',
+  '{"invoice": 9}', 'delivery-9', '2026-01-01 12:00+00')};
+
+# The first delivery is in flight: inserted, not committed.
+my $first = $node->background_psql('postgres');
+my $first_id = $first->query_safe("BEGIN; $call;");
+chomp $first_id;
+
+# The second blocks on the first's unique keys.
+my $second = $node->background_psql('postgres', on_error_stop => 0);
+$second->query_until(qr/started/, "\\echo started\n$call;\n\\echo done\n");
+ok($node->poll_query_until('postgres',
+		q{SELECT count(*) > 0 FROM pg_stat_activity WHERE wait_event_type = 'Lock'}),
+	'the second delivery waits for the first');
+
+$first->query_safe('COMMIT');
+$first->quit;
+my $out = $second->query_until(qr/done/, '');
+$second->{stderr} = '' unless defined $second->{stderr};
+my $err = $second->{stderr};
+$second->quit;
+
+like($first_id, qr/^\d+$/, 'the first delivery returns an event id');
+like($out, qr/^\Q$first_id\E$/m, 'the second delivery returns the same event id');
+unlike($err // '', qr/ERROR/, 'no error reached the second caller');
+is($node->safe_psql('postgres', q{
+SELECT (SELECT count(*) FROM journey.events) || ',' || (SELECT count(*) FROM journey.customers)
+  || ',' || (SELECT count(*) FROM journey.sequence_enrollments)}), '1,1,1',
+	'one event, one customer, one enrollment');
+
+$node->stop;
+done_testing();
