@@ -76,24 +76,6 @@ struct JourneyCondition
 	JourneyCondition **children;
 };
 
-static bool
-get_key(JsonbContainer *c, const char *key, JsonbValue *result)
-{
-	JsonbValue	k;
-	JsonbValue *found;
-
-	if (c == NULL || !JsonContainerIsObject(c))
-		return false;
-	k.type = jbvString;
-	k.val.string.val = (char *) key;
-	k.val.string.len = strlen(key);
-	found = findJsonbValueFromContainer(c, JB_FOBJECT, &k);
-	if (found == NULL)
-		return false;
-	*result = *found;
-	return true;
-}
-
 static char *
 value_cstring(JsonbValue *v)
 {
@@ -114,13 +96,13 @@ parse_condition(JsonbValue *v, const char **error)
 	}
 	c = v->val.binary.data;
 
-	if (get_key(c, "all", &x) || get_key(c, "any", &x))
+	if (journey_container_get(c, "all", &x) || journey_container_get(c, "any", &x))
 	{
 		JsonbIterator *it;
 		JsonbValue	elem;
 		JsonbIteratorToken tok;
 
-		cond->kind = get_key(c, "all", &x) ? COND_ALL : COND_ANY;
+		cond->kind = journey_container_get(c, "all", &x) ? COND_ALL : COND_ANY;
 		if (x.type != jbvBinary || !JsonContainerIsArray(x.val.binary.data))
 		{
 			*error = "\"all\" and \"any\" take an array of conditions";
@@ -141,7 +123,7 @@ parse_condition(JsonbValue *v, const char **error)
 		return cond;
 	}
 
-	if (get_key(c, "event", &x))
+	if (journey_container_get(c, "event", &x))
 	{
 		JsonbValue	since;
 
@@ -152,7 +134,7 @@ parse_condition(JsonbValue *v, const char **error)
 			return NULL;
 		}
 		cond->event_type = value_cstring(&x);
-		if (get_key(c, "since", &since) &&
+		if (journey_container_get(c, "since", &since) &&
 			(since.type != jbvString ||
 			 since.val.string.len != strlen("enrollment") ||
 			 strncmp(since.val.string.val, "enrollment", since.val.string.len) != 0))
@@ -163,7 +145,7 @@ parse_condition(JsonbValue *v, const char **error)
 		return cond;
 	}
 
-	if (get_key(c, "random", &x))
+	if (journey_container_get(c, "random", &x))
 	{
 		double		pct;
 
@@ -184,7 +166,7 @@ parse_condition(JsonbValue *v, const char **error)
 		return cond;
 	}
 
-	if (get_key(c, "field", &x))
+	if (journey_container_get(c, "field", &x))
 	{
 		JsonbValue	op;
 		char	   *path;
@@ -213,7 +195,7 @@ parse_condition(JsonbValue *v, const char **error)
 			}
 			cond->segments[cond->nsegments++] = seg;
 		}
-		if (!get_key(c, "op", &op) || op.type != jbvString)
+		if (!journey_container_get(c, "op", &op) || op.type != jbvString)
 		{
 			*error = "a field condition needs \"op\": exists, eq, neq, gt, lt or in";
 			return NULL;
@@ -240,7 +222,7 @@ parse_condition(JsonbValue *v, const char **error)
 #undef OP_IS
 		if (cond->op == OP_EXISTS)
 			return cond;
-		if (!get_key(c, "value", &cond->value))
+		if (!journey_container_get(c, "value", &cond->value))
 		{
 			*error = "a field condition with this op needs a \"value\"";
 			return NULL;
@@ -278,21 +260,21 @@ journey_condition_parse(Jsonb *branch_config, JourneyBranchTargets *targets,
 		return NULL;
 	}
 	root = &branch_config->root;
-	if (!get_key(root, "then", &x) || x.type != jbvNumeric)
+	if (!journey_container_get(root, "then", &x) || x.type != jbvNumeric)
 	{
 		*error = "branch_config needs a step number \"then\"";
 		return NULL;
 	}
 	targets->then_step = DatumGetInt32(DirectFunctionCall1(numeric_int4,
 														   NumericGetDatum(x.val.numeric)));
-	if (!get_key(root, "else", &x) || x.type != jbvNumeric)
+	if (!journey_container_get(root, "else", &x) || x.type != jbvNumeric)
 	{
 		*error = "branch_config needs a step number \"else\"";
 		return NULL;
 	}
 	targets->else_step = DatumGetInt32(DirectFunctionCall1(numeric_int4,
 														   NumericGetDatum(x.val.numeric)));
-	if (!get_key(root, "if", &x))
+	if (!journey_container_get(root, "if", &x))
 	{
 		*error = "branch_config needs a condition \"if\"";
 		return NULL;
@@ -373,9 +355,9 @@ lookup_field(const JourneyCondition *cond, JsonbContainer *customer, JsonbValue 
 	int			first = 0;
 
 	/* A column (or "attributes.x" spelled out), else an attribute. */
-	if (!get_key(c, cond->segments[0], result) || result->type == jbvNull)
+	if (!journey_container_get(c, cond->segments[0], result) || result->type == jbvNull)
 	{
-		if (!get_key(customer, "attributes", &attrs) || attrs.type != jbvBinary)
+		if (!journey_container_get(customer, "attributes", &attrs) || attrs.type != jbvBinary)
 			return false;
 		c = attrs.val.binary.data;
 	}
@@ -390,7 +372,7 @@ lookup_field(const JourneyCondition *cond, JsonbContainer *customer, JsonbValue 
 	}
 	for (int i = first; i < cond->nsegments; i++)
 	{
-		if (!get_key(c, cond->segments[i], result))
+		if (!journey_container_get(c, cond->segments[i], result))
 			return false;
 		if (i < cond->nsegments - 1)
 		{

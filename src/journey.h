@@ -48,6 +48,10 @@ extern Oid	journey_schema_oid(void);
  */
 extern char *journey_jsonb_get_text(Jsonb *obj, const char *key);
 
+/* Looks a key up in a jsonb object container; false when missing. */
+extern bool journey_container_get(JsonbContainer *container, const char *key,
+								  JsonbValue *result);
+
 /* The jsonb value of a top-level key, or NULL when missing. */
 extern JsonbValue *journey_jsonb_get(Jsonb *obj, const char *key);
 

@@ -255,25 +255,6 @@ journey_template_check_paths(const JourneyTemplate *tmpl, const char *where)
 	}
 }
 
-/* Looks a key up in a jsonb container (object) and returns the value. */
-static bool
-container_get(JsonbContainer *container, const char *key, JsonbValue *result)
-{
-	JsonbValue	k;
-	JsonbValue *found;
-
-	if (container == NULL || !JsonContainerIsObject(container))
-		return false;
-	k.type = jbvString;
-	k.val.string.val = (char *) key;
-	k.val.string.len = strlen(key);
-	found = findJsonbValueFromContainer(container, JB_FOBJECT, &k);
-	if (found == NULL)
-		return false;
-	*result = *found;
-	return true;
-}
-
 static bool
 walk(JsonbContainer *container, char *const *segments, int nsegments, JsonbValue *result)
 {
@@ -281,7 +262,7 @@ walk(JsonbContainer *container, char *const *segments, int nsegments, JsonbValue
 
 	for (int i = 0; i < nsegments; i++)
 	{
-		if (!container_get(container, segments[i], &v))
+		if (!journey_container_get(container, segments[i], &v))
 			return false;
 		if (i == nsegments - 1)
 		{
@@ -369,7 +350,7 @@ resolve(const TemplateNode *node, Jsonb *context, StringInfo out)
 	}
 
 	if (strcmp(node->segments[0], "customer") != 0 || node->nsegments < 2 ||
-		!container_get(root, "customer", &customer) || customer.type != jbvBinary)
+		!journey_container_get(root, "customer", &customer) || customer.type != jbvBinary)
 		return false;
 
 	if (node->nsegments == 2 &&
@@ -390,7 +371,7 @@ resolve(const TemplateNode *node, Jsonb *context, StringInfo out)
 	{
 		JsonbValue	attributes;
 
-		if (!container_get(customer.val.binary.data, "attributes", &attributes) ||
+		if (!journey_container_get(customer.val.binary.data, "attributes", &attributes) ||
 			attributes.type != jbvBinary ||
 			!walk(attributes.val.binary.data, (char *const *) &node->segments[1],
 				  node->nsegments - 1, &v))

@@ -40,17 +40,33 @@ journey_schema_oid(void)
 	return cached_schema_oid;
 }
 
-JsonbValue *
-journey_jsonb_get(Jsonb *obj, const char *key)
+bool
+journey_container_get(JsonbContainer *container, const char *key, JsonbValue *result)
 {
 	JsonbValue	k;
+	JsonbValue *found;
 
-	if (obj == NULL || !JB_ROOT_IS_OBJECT(obj))
-		return NULL;
+	if (container == NULL || !JsonContainerIsObject(container))
+		return false;
 	k.type = jbvString;
 	k.val.string.val = (char *) key;
 	k.val.string.len = strlen(key);
-	return findJsonbValueFromContainer(&obj->root, JB_FOBJECT, &k);
+	found = findJsonbValueFromContainer(container, JB_FOBJECT, &k);
+	if (found == NULL)
+		return false;
+	*result = *found;
+	pfree(found);
+	return true;
+}
+
+JsonbValue *
+journey_jsonb_get(Jsonb *obj, const char *key)
+{
+	JsonbValue	value;
+
+	if (obj == NULL || !journey_container_get(&obj->root, key, &value))
+		return NULL;
+	return memcpy(palloc(sizeof(JsonbValue)), &value, sizeof(JsonbValue));
 }
 
 char *
