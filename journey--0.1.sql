@@ -169,13 +169,12 @@ CREATE TABLE journey.events (
     idempotency_key     text,
     occurred_at         timestamptz NOT NULL DEFAULT pg_catalog.now(),
     created_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    -- A full constraint, not a partial index, so that a webhook handler's own
+    -- INSERT ... ON CONFLICT (business_id, idempotency_key) works too.
+    CONSTRAINT events_business_id_idempotency_key_key UNIQUE (business_id, idempotency_key),
     CONSTRAINT events_customer_fkey FOREIGN KEY (business_id, customer_id)
         REFERENCES journey.customers (business_id, id) ON DELETE CASCADE
 );
--- Unique (business_id, idempotency_key); partial, so the many events that
--- carry no key cost no entry.
-CREATE UNIQUE INDEX events_idempotency_idx ON journey.events (business_id, idempotency_key)
-    WHERE idempotency_key IS NOT NULL;
 -- The customer cascade and "has the customer had event X since enrolling".
 CREATE INDEX events_customer_idx
     ON journey.events (business_id, customer_id, event_type, occurred_at);

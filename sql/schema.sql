@@ -86,3 +86,9 @@ INSERT INTO journey.providers (channel, kind, endpoint) VALUES ('sms', 'webhook'
 SELECT pg_temp.try($$INSERT INTO journey.providers (channel, kind, endpoint) VALUES ('sms', 'twilio', 'http://127.0.0.1:1/')$$);
 INSERT INTO journey.providers (channel, kind, endpoint, enabled) VALUES ('sms', 'twilio', 'http://127.0.0.1:1/', false);
 SELECT count(*) AS providers FROM journey.providers;
+
+-- A webhook handler may use the idempotency key with its own plain INSERT.
+INSERT INTO journey.events (business_id, event_type, idempotency_key)
+VALUES ('00000000-0000-0000-0000-0000000000b1', 'z', 'k')
+ON CONFLICT (business_id, idempotency_key) DO NOTHING;
+SELECT count(*) AS events_with_key_k FROM journey.events WHERE idempotency_key = 'k';

@@ -612,8 +612,7 @@ journey_ingest_event(PG_FUNCTION_ARGS)
 	if (SPI_execute_with_args("INSERT INTO journey.events "
 							  "(business_id, event_type, customer_id, payload, idempotency_key, occurred_at) "
 							  "VALUES ($1, $2, $3, $4, $5, $6) "
-							  "ON CONFLICT (business_id, idempotency_key) WHERE idempotency_key IS NOT NULL "
-							  "DO NOTHING RETURNING id",
+							  "ON CONFLICT (business_id, idempotency_key) DO NOTHING RETURNING id",
 							  6, types, values, nulls, false, 0) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "inserting the event failed");
 	if (SPI_processed == 0)
