@@ -2,7 +2,7 @@
 
 EXTENSION = journey
 MODULE_big = journey
-EXTVERSION = 0.1
+EXTVERSION = 0.2
 
 OBJS = \
 	src/journey.o \

@@ -110,13 +110,21 @@ WHERE c.relnamespace = 'journey'::regnamespace AND c.relkind IN ('r', 'S')
                     'enrollment_log', 'suppressions', 'providers', 'events_id_seq',
                     'messages_id_seq', 'enrollment_log_id_seq')
 ORDER BY 1;
+-- The timeline view: read-only, and read with the reader's own rights, so
+-- the tables' policies apply to it.
+SELECT c.relname, c.reloptions,
+       has_table_privilege('journey_user', c.oid, 'SELECT') AS sel,
+       has_table_privilege('journey_user', c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER') AS write,
+       has_table_privilege('journey_worker', c.oid, 'SELECT') AS worker_sel,
+       has_table_privilege('public', c.oid, 'SELECT') AS public_sel
+FROM pg_class c WHERE c.oid = 'journey.timeline'::regclass;
 -- Nothing else in the schema is open to journey_user.
 SELECT c.relname AS other_relation_open_to_tenants
 FROM pg_class c
 WHERE c.relnamespace = 'journey'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
   AND c.relname NOT IN ('businesses', 'business_members', 'customers', 'sequences',
                         'sequence_steps', 'sequence_enrollments', 'events', 'messages',
-                        'enrollment_log', 'suppressions')
+                        'enrollment_log', 'suppressions', 'timeline')
   AND (has_table_privilege('journey_user', c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')
        OR has_any_column_privilege('journey_user', c.oid, 'SELECT, INSERT, UPDATE, REFERENCES'))
 ORDER BY 1;
@@ -277,7 +285,9 @@ UNION ALL SELECT 'sequence_enrollments', count(*) FROM journey.sequence_enrollme
 UNION ALL SELECT 'events', count(*) FROM journey.events WHERE business_id = :'business_b'
 UNION ALL SELECT 'messages', count(*) FROM journey.messages WHERE business_id = :'business_b'
 UNION ALL SELECT 'enrollment_log', count(*) FROM journey.enrollment_log WHERE business_id = :'business_b'
-UNION ALL SELECT 'suppressions', count(*) FROM journey.suppressions WHERE business_id = :'business_b';
+UNION ALL SELECT 'suppressions', count(*) FROM journey.suppressions WHERE business_id = :'business_b'
+UNION ALL SELECT 'timeline', count(*) FROM journey.timeline WHERE business_id = :'business_b'
+UNION ALL SELECT 'timeline by enrollment', count(*) FROM journey.timeline WHERE enrollment_id = '00000000-0000-0000-0000-0000000000e1';
 SELECT regress_tenancy.try('SELECT * FROM journey.providers') AS read_providers;
 SELECT regress_tenancy.try('SELECT credentials FROM journey.providers WHERE business_id IS NOT NULL') AS read_credentials;
 -- A leaky function in a query sees no row of B either: the policy is
@@ -517,6 +527,11 @@ SELECT (SELECT count(*) FROM journey.business_members WHERE business_id = :'busi
        (SELECT count(*) FROM journey.suppressions WHERE business_id = :'business_b') AS b_suppressions,
        (SELECT count(*) FROM journey.providers) AS providers,
        (SELECT name FROM journey.businesses WHERE id = :'business_b') AS b_name;
+-- B itself reads its whole timeline through the view A saw nothing of.
+SET ROLE regress_tenant_b;
+SELECT what, step_index, detail FROM journey.timeline
+WHERE enrollment_id = '00000000-0000-0000-0000-0000000000e1' ORDER BY at, phase, ref_id;
+RESET ROLE;
 
 -- ===================================================================
 -- The sender's role: a non-superuser without BYPASSRLS that does what

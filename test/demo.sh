@@ -143,13 +143,12 @@ for line in open(sys.argv[1]):
 PY
 
 echo
-echo "== each customer's timeline (journey.enrollment_log)"
+echo "== each customer's timeline (journey.timeline)"
 cluster_psql <<'SQL'
-SELECT c.full_name AS customer, l.step_index AS step, l.outcome, l.detail
-FROM journey.enrollment_log l
-JOIN journey.sequence_enrollments e ON e.id = l.enrollment_id
-JOIN journey.customers c ON c.id = e.customer_id
-ORDER BY c.full_name, l.id;
+SELECT c.full_name AS customer, t.step_index AS step, t.what, t.detail
+FROM journey.timeline t
+JOIN journey.customers c ON c.id = t.customer_id AND c.business_id = t.business_id
+ORDER BY c.full_name, t.at, t.phase, t.ref_id;
 SELECT c.full_name AS customer, e.status, e.stop_reason
 FROM journey.sequence_enrollments e JOIN journey.customers c ON c.id = e.customer_id ORDER BY 1;
 SELECT m.channel, m.message_purpose AS purpose, m.to_address, m.status, m.attempts, m.provider_message_id
