@@ -26,14 +26,17 @@ PG_BIN=$("$PG_CONFIG" --bindir)
 sink_pids=()
 stop_all() {
     for pid in "${sink_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    rm -rf "${sinkdir:-}"
     cluster_stop
 }
+# Starts a sink in this shell (not in a $(...) subshell, which would lose
+# its pid) and stores the port it listens on in the variable named $4.
 start_sink() {
     local script=$1 log=$2 portfile=$3
     python3 "$src/test/sinks/$script" "$log" > "$portfile" 2>/dev/null &
     sink_pids+=($!)
     for _ in $(seq 100); do
-        [ -s "$portfile" ] && { head -1 "$portfile"; return; }
+        if [ -s "$portfile" ]; then printf -v "$4" '%s' "$(head -1 "$portfile")"; return; fi
         sleep 0.1
     done
     echo "sink $script did not start" >&2
@@ -44,8 +47,8 @@ echo "== starting a throwaway cluster"
 cluster_start "journey.poll_interval_ms = 1000"
 if $keep; then trap - EXIT; else trap stop_all EXIT; fi
 sinkdir=$(mktemp -d /tmp/journey-demo-sinks.XXXXXX)
-http_port=$(start_sink http_sink.py "$sinkdir/http.jsonl" "$sinkdir/http.port")
-smtp_port=$(start_sink smtp_sink.py "$sinkdir/smtp.jsonl" "$sinkdir/smtp.port")
+start_sink http_sink.py "$sinkdir/http.jsonl" "$sinkdir/http.port" http_port
+start_sink smtp_sink.py "$sinkdir/smtp.jsonl" "$sinkdir/smtp.port" smtp_port
 echo "   HTTP sink (as Twilio) on 127.0.0.1:$http_port, SMTP sink on 127.0.0.1:$smtp_port"
 
 echo "== creating a plumber, its providers and the review-request journey"

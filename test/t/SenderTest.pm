@@ -42,6 +42,8 @@ log_statement = none
 }
 
 # Starts a sink (http_sink.py or smtp_sink.py); returns (port, logfile, handle).
+my @started_sinks;
+
 sub start_sink
 {
 	my ($script, $tag) = @_;
@@ -56,7 +58,19 @@ sub start_sink
 		usleep(20_000);
 	}
 	die "sink $script did not start: $err" unless $out =~ /^(\d+)\n/;
+	push @started_sinks, $h;
 	return ($1, $log, $h);
+}
+
+# A test that drops the handle must not leave its sink running.
+END
+{
+	# Reaping the sink sets $?, which would become the test's exit status.
+	local $?;
+	for my $h (@started_sinks)
+	{
+		eval { $h->kill_kill(grace => 2) if $h->pumpable; };
+	}
 }
 
 # What the sink recorded so far, as a list of hashes.
