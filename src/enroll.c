@@ -22,6 +22,9 @@
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
+#include "common/hashfn.h"
+#include "miscadmin.h"
+#include "storage/lock.h"
 
 #include "journey.h"
 
@@ -241,22 +244,22 @@ journey_enroll_customer(PG_FUNCTION_ARGS)
 	journey_require_member(business_id);
 	journey_become_owner(&saved);
 
+	/*
+	 * One answer for a customer that does not exist and one of another
+	 * business, so that the error tells nobody another tenant's ids.
+	 */
 	values[0] = customer_id;
-	if (SPI_execute_with_args("SELECT business_id FROM journey.customers WHERE id OPERATOR(pg_catalog.=) $1",
-							  1, types, values, NULL, true, 1) != SPI_OK_SELECT)
+	values[1] = business_id;
+	if (SPI_execute_with_args("SELECT 1 FROM journey.customers WHERE id OPERATOR(pg_catalog.=) $1 "
+							  "AND business_id OPERATOR(pg_catalog.=) $2",
+							  2, types, values, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "customer look-up failed");
 	if (SPI_processed == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("customer %s does not exist", uuid_text(customer_id)),
-				 errhint("Create the customer first, or enroll it through journey.ingest_event.")));
-	if (!DatumGetBool(DirectFunctionCall2(uuid_eq, business_id,
-										  SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull))))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("customer %s belongs to another business than sequence %s",
-						uuid_text(customer_id), uuid_text(sequence_id)),
-				 errhint("Enroll customers only in journeys of their own business.")));
+				 errmsg("customer %s is not a customer of business %s, the business of sequence %s",
+						uuid_text(customer_id), uuid_text(business_id), uuid_text(sequence_id)),
+				 errhint("Enroll customers only in journeys of their own business; create the customer first, or enroll it through journey.ingest_event.")));
 
 	if (strcmp(status, "active") != 0)
 		ereport(ERROR,
@@ -401,25 +404,23 @@ resolve_customer(Datum business_id, Jsonb *customer, MemoryContext cxt)
 	values[2] = external_id ? CStringGetTextDatum(external_id) : (Datum) 0;
 	nulls[2] = external_id ? ' ' : 'n';
 
-	/* Look the customer up first: an update must not need full_name. */
+	/*
+	 * Look the customer up first: an update must not need full_name.  A
+	 * customer of another business gets the answer a missing one gets, so
+	 * the error tells nobody another tenant's ids.
+	 */
 	if (SPI_execute_with_args(id != NULL ?
-							  "SELECT id, business_id OPERATOR(pg_catalog.=) $1 FROM journey.customers "
-							  "WHERE id OPERATOR(pg_catalog.=) $2" :
-							  "SELECT id, true FROM journey.customers WHERE business_id OPERATOR(pg_catalog.=) $1 "
+							  "SELECT id FROM journey.customers WHERE business_id OPERATOR(pg_catalog.=) $1 "
+							  "AND id OPERATOR(pg_catalog.=) $2" :
+							  "SELECT id FROM journey.customers WHERE business_id OPERATOR(pg_catalog.=) $1 "
 							  "AND external_id OPERATOR(pg_catalog.=) $3",
 							  3, types, values, nulls, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "customer look-up failed");
-	if (SPI_processed > 0 &&
-		!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("customer %s belongs to another business", id),
-				 errhint("Pass a customer of business %s, or its external_id.", uuid_text(business_id))));
 	if (SPI_processed == 0 && id != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("customer %s does not exist", id),
-				 errhint("Pass {\"external_id\": ..., \"full_name\": ...} to create customers as events arrive.")));
+				 errmsg("customer %s is not a customer of business %s", id, uuid_text(business_id)),
+				 errhint("Pass the id of one of its customers, or {\"external_id\": ..., \"full_name\": ...} to create customers as events arrive.")));
 
 	/* (given, value) pairs: a field not given keeps its value. */
 	{
@@ -523,6 +524,36 @@ resolve_customer(Datum business_id, Jsonb *customer, MemoryContext cxt)
 }
 
 /*
+ * The advisory-lock space of idempotency keys: the fourth field of the
+ * lock tag, which pg_advisory_lock uses only with 1 and 2, so these locks
+ * never meet an application's own advisory locks.
+ */
+#define JOURNEY_IDEMPOTENCY_LOCK_SPACE 0x6A6F
+
+/*
+ * Serialises ingest_event calls carrying the same (business, key) until
+ * the first one's transaction ends.  Without it, two racing deliveries
+ * both miss the key, both create or update the customer, and only then
+ * meet at the events unique key: the loser would return the winner's id
+ * but leave its own changes to the customer behind.  Distinct keys that
+ * hash alike merely wait for each other.
+ */
+static void
+lock_idempotency_key(Datum business_id, text *key)
+{
+	pg_uuid_t  *uuid = DatumGetUUIDP(business_id);
+	uint64		hash;
+	LOCKTAG		tag;
+
+	hash = hash_bytes_extended((const unsigned char *) VARDATA_ANY(key),
+							   VARSIZE_ANY_EXHDR(key), 0);
+	hash = hash_bytes_extended(uuid->data, UUID_LEN, hash);
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) (hash >> 32), (uint32) hash,
+						 JOURNEY_IDEMPOTENCY_LOCK_SPACE);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+}
+
+/*
  * ingest_event(p_business_id, p_event_type, p_customer, p_payload,
  *				p_idempotency_key, p_occurred_at)
  */
@@ -581,12 +612,17 @@ journey_ingest_event(PG_FUNCTION_ARGS)
 	else
 		nulls[4] = 'n';
 
-	/* A repeated key changes nothing, the customer included. */
+	/*
+	 * A repeated key changes nothing, the customer included, also when the
+	 * deliveries race: the look-up runs once any earlier holder of the key
+	 * has committed, with a new snapshot (read_only = false) that sees it.
+	 */
 	if (nulls[4] != 'n')
 	{
+		lock_idempotency_key(business_id, PG_GETARG_TEXT_PP(4));
 		if (SPI_execute_with_args("SELECT id FROM journey.events WHERE business_id OPERATOR(pg_catalog.=) $1 "
 								  "AND idempotency_key OPERATOR(pg_catalog.=) $5",
-								  6, types, values, nulls, true, 1) != SPI_OK_SELECT)
+								  6, types, values, nulls, false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "event look-up failed");
 		if (SPI_processed > 0)
 		{
