@@ -68,6 +68,9 @@ typedef struct SequenceDef
 static void
 definition_error(int step, const char *field, const char *problem, const char *hint)
 {
+	/* Where no rule-specific hint applies, point at the whole format. */
+	if (hint == NULL)
+		hint = "The section \"Journey definitions\" of journey's README lists every field, its type and its allowed values.";
 	if (step > 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -146,13 +149,16 @@ get_string(Jsonb *obj, const char *key, int step, const char *field, bool requir
 	if (v == NULL || v->type == jbvNull)
 	{
 		if (required)
-			definition_error(step, field, "is required", NULL);
+			definition_error(step, field, "is required",
+							 psprintf("Add \"%s\" with a non-empty string.", key));
 		return NULL;
 	}
 	if (v->type != jbvString)
-		definition_error(step, field, psprintf("must be a string, not %s", jbv_type_name(v)), NULL);
+		definition_error(step, field, psprintf("must be a string, not %s", jbv_type_name(v)),
+						 psprintf("Write \"%s\" as a JSON string in double quotes.", key));
 	if (v->val.string.len == 0 && required)
-		definition_error(step, field, "must not be empty", NULL);
+		definition_error(step, field, "must not be empty",
+						 psprintf("Give \"%s\" a non-empty string.", key));
 	return pnstrdup(v->val.string.val, v->val.string.len);
 }
 
