@@ -4,7 +4,11 @@
  *	  answers every POST with 200 {"id":"<Idempotency-Key>"}, and records
  *	  "<key> <receipt time in microseconds since the epoch>" per request.
  *
- *	  fast_sink PORT OUTFILE     listens on 127.0.0.1:PORT only
+ *	  fast_sink PORT OUTFILE [close]    listens on 127.0.0.1:PORT only
+ *
+ * With "close", every response says "Connection: close" and the socket is
+ * closed after it, so each request pays a new TCP connection: the cost a
+ * provider that does not keep connections alive imposes on the sender.
  *
  * The records are kept in memory and written to OUTFILE on SIGTERM or
  * SIGINT, so recording costs the hot path nothing.  Prints "ready" once
@@ -36,6 +40,7 @@ typedef struct Conn
 
 static Conn conns[MAXFD];
 static volatile sig_atomic_t stop = 0;
+static int	close_after = 0;
 static char *rec;
 static size_t rec_len, rec_cap;
 
@@ -61,7 +66,11 @@ record(const char *key, size_t klen)
 	rec_len += sprintf(rec + rec_len, " %lld\n", (long long) tv.tv_sec * 1000000 + tv.tv_usec);
 }
 
-/* Handles every complete request in the buffer; returns bytes consumed. */
+/*
+ * Handles every complete request in the buffer; returns bytes consumed, or
+ * (size_t) -1 once the connection is to be closed (close mode, or the peer
+ * went away).
+ */
 static size_t
 serve(int fd, char *buf, size_t len)
 {
@@ -99,10 +108,11 @@ serve(int fd, char *buf, size_t len)
 		record(key, klen);
 		n = snprintf(out, sizeof(out),
 					 "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-					 "Content-Length: %d\r\n\r\n{\"id\":\"%.*s\"}",
+					 "%sContent-Length: %d\r\n\r\n{\"id\":\"%.*s\"}",
+					 close_after ? "Connection: close\r\n" : "",
 					 (int) klen + 9, (int) klen, key);
-		if (write(fd, out, n) != n)
-			return len;			/* peer gone; drop what is left */
+		if (write(fd, out, n) != n || close_after)
+			return (size_t) -1;
 		done = (end + 4 - buf) + clen;
 	}
 }
@@ -117,11 +127,12 @@ main(int argc, char **argv)
 	struct epoll_event ev, evs[256];
 	FILE	   *f;
 
-	if (argc != 3)
+	if (argc < 3 || argc > 4 || (argc == 4 && strcmp(argv[3], "close") != 0))
 	{
-		fprintf(stderr, "usage: fast_sink PORT OUTFILE\n");
+		fprintf(stderr, "usage: fast_sink PORT OUTFILE [close]\n");
 		return 2;
 	}
+	close_after = (argc == 4);
 	signal(SIGTERM, on_signal);
 	signal(SIGINT, on_signal);
 	signal(SIGPIPE, SIG_IGN);
@@ -176,20 +187,24 @@ main(int argc, char **argv)
 				ssize_t		r = read(fd, cn->buf + cn->len, BUFSZ - cn->len);
 				size_t		used;
 
-				if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR) ||
-					cn->len == BUFSZ)
+				if (r > 0)
 				{
-					close(fd);
-					free(cn->buf);
-					cn->buf = NULL;
-					break;
+					cn->len += r;
+					used = serve(fd, cn->buf, cn->len);
+					if (used != (size_t) -1)
+					{
+						memmove(cn->buf, cn->buf + used, cn->len - used);
+						cn->len -= used;
+						continue;
+					}
 				}
-				if (r < 0)
+				else if (r < 0 && (errno == EAGAIN || errno == EINTR))
 					break;
-				cn->len += r;
-				used = serve(fd, cn->buf, cn->len);
-				memmove(cn->buf, cn->buf + used, cn->len - used);
-				cn->len -= used;
+				/* EOF, error, a full buffer, or a response that closes. */
+				close(fd);
+				free(cn->buf);
+				cn->buf = NULL;
+				break;
 			}
 		}
 	}
