@@ -28,6 +28,23 @@
 
 #include "journey.h"
 
+/* Statements of the API functions, planned once per backend (journey_spi_kept). */
+static SPIPlanPtr plan_business_exists = NULL;
+static SPIPlanPtr plan_insert_log = NULL;
+static SPIPlanPtr plan_enroll_sequence = NULL;
+static SPIPlanPtr plan_enroll_customer_check = NULL;
+static SPIPlanPtr plan_enroll_existing = NULL;
+static SPIPlanPtr plan_enroll_insert = NULL;
+static SPIPlanPtr plan_enroll_active_id = NULL;
+static SPIPlanPtr plan_customer_by_id = NULL;
+static SPIPlanPtr plan_customer_by_external_id = NULL;
+static SPIPlanPtr plan_customer_update = NULL;
+static SPIPlanPtr plan_customer_upsert = NULL;
+static SPIPlanPtr plan_event_by_key = NULL;
+static SPIPlanPtr plan_event_insert = NULL;
+static SPIPlanPtr plan_stop_lookup = NULL;
+static SPIPlanPtr plan_stop = NULL;
+
 PG_FUNCTION_INFO_V1(journey_enroll_customer);
 PG_FUNCTION_INFO_V1(journey_ingest_event);
 PG_FUNCTION_INFO_V1(journey_stop_enrollment);
@@ -95,7 +112,7 @@ journey_require_business_exists(Datum business_id)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute_with_args("SELECT 1 FROM journey.businesses WHERE id OPERATOR(pg_catalog.=) $1",
+	if (journey_spi_kept(&plan_business_exists, "SELECT 1 FROM journey.businesses WHERE id OPERATOR(pg_catalog.=) $1",
 							  1, types, values, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "business look-up failed");
 	exists = SPI_processed > 0;
@@ -125,7 +142,7 @@ journey_log_decision(Datum business_id, Datum enrollment_id,
 	values[4] = detail ? CStringGetTextDatum(detail) : (Datum) 0;
 	nulls[4] = detail ? ' ' : 'n';
 	values[5] = TimestampTzGetDatum(at);
-	if (SPI_execute_with_args("INSERT INTO journey.enrollment_log "
+	if (journey_spi_kept(&plan_insert_log, "INSERT INTO journey.enrollment_log "
 							  "(business_id, enrollment_id, step_index, outcome, detail, at) "
 							  "VALUES ($1, $2, $3, $4, $5, $6)",
 							  6, types, values, nulls, false, 0) != SPI_OK_INSERT)
@@ -221,7 +238,7 @@ journey_enroll_customer(PG_FUNCTION_ARGS)
 		elog(ERROR, "SPI_connect failed");
 
 	values[0] = sequence_id;
-	if (SPI_execute_with_args("SELECT s.business_id, s.status, s.allow_manual_enroll, s.reentry, "
+	if (journey_spi_kept(&plan_enroll_sequence, "SELECT s.business_id, s.status, s.allow_manual_enroll, s.reentry, "
 							  "coalesce((SELECT st.wait_ms FROM journey.sequence_steps st "
 							  "  WHERE st.sequence_id OPERATOR(pg_catalog.=) s.id "
 							  "  AND st.step_index OPERATOR(pg_catalog.=) 1), 0) "
@@ -250,7 +267,7 @@ journey_enroll_customer(PG_FUNCTION_ARGS)
 	 */
 	values[0] = customer_id;
 	values[1] = business_id;
-	if (SPI_execute_with_args("SELECT 1 FROM journey.customers WHERE id OPERATOR(pg_catalog.=) $1 "
+	if (journey_spi_kept(&plan_enroll_customer_check, "SELECT 1 FROM journey.customers WHERE id OPERATOR(pg_catalog.=) $1 "
 							  "AND business_id OPERATOR(pg_catalog.=) $2",
 							  2, types, values, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "customer look-up failed");
@@ -276,7 +293,7 @@ journey_enroll_customer(PG_FUNCTION_ARGS)
 	/* Idempotent: an active enrollment is the answer. */
 	values[0] = sequence_id;
 	values[1] = customer_id;
-	if (SPI_execute_with_args("SELECT id, status OPERATOR(pg_catalog.=) 'active' FROM journey.sequence_enrollments "
+	if (journey_spi_kept(&plan_enroll_existing, "SELECT id, status OPERATOR(pg_catalog.=) 'active' FROM journey.sequence_enrollments "
 							  "WHERE business_id OPERATOR(pg_catalog.=) $3 "
 							  "AND customer_id OPERATOR(pg_catalog.=) $2 "
 							  "AND sequence_id OPERATOR(pg_catalog.=) $1 "
@@ -309,7 +326,7 @@ journey_enroll_customer(PG_FUNCTION_ARGS)
 	values[3] = JsonbPGetDatum(meta);
 	values[4] = TimestampTzGetDatum(as_of);
 	values[5] = TimestampTzGetDatum(journey_timestamp_add_ms(as_of, first_wait));
-	if (SPI_execute_with_args("INSERT INTO journey.sequence_enrollments "
+	if (journey_spi_kept(&plan_enroll_insert, "INSERT INTO journey.sequence_enrollments "
 							  "(business_id, sequence_id, customer_id, current_step_index, next_run_at, "
 							  " meta, enrolled_at) "
 							  "VALUES ($1, $2, $3, 1, $6, $4, $5) "
@@ -322,7 +339,7 @@ journey_enroll_customer(PG_FUNCTION_ARGS)
 	else
 	{
 		/* A concurrent call enrolled the customer first: return its enrollment. */
-		if (SPI_execute_with_args("SELECT id FROM journey.sequence_enrollments "
+		if (journey_spi_kept(&plan_enroll_active_id, "SELECT id FROM journey.sequence_enrollments "
 								  "WHERE sequence_id OPERATOR(pg_catalog.=) $2 "
 								  "AND customer_id OPERATOR(pg_catalog.=) $3 "
 								  "AND status OPERATOR(pg_catalog.=) 'active'",
@@ -409,7 +426,7 @@ resolve_customer(Datum business_id, Jsonb *customer, MemoryContext cxt)
 	 * customer of another business gets the answer a missing one gets, so
 	 * the error tells nobody another tenant's ids.
 	 */
-	if (SPI_execute_with_args(id != NULL ?
+	if (journey_spi_kept(id != NULL ? &plan_customer_by_id : &plan_customer_by_external_id, id != NULL ?
 							  "SELECT id FROM journey.customers WHERE business_id OPERATOR(pg_catalog.=) $1 "
 							  "AND id OPERATOR(pg_catalog.=) $2" :
 							  "SELECT id FROM journey.customers WHERE business_id OPERATOR(pg_catalog.=) $1 "
@@ -464,7 +481,7 @@ resolve_customer(Datum business_id, Jsonb *customer, MemoryContext cxt)
 			t[10] = JSONBOID;
 			vals[10] = attr_values[0];
 			nls[10] = attr_nulls[0];
-			if (SPI_execute_with_args("UPDATE journey.customers SET "
+			if (journey_spi_kept(&plan_customer_update, "UPDATE journey.customers SET "
 									  "full_name = CASE WHEN $3 THEN $4 ELSE full_name END, "
 									  "email = CASE WHEN $5 THEN $6 ELSE email END, "
 									  "phone = CASE WHEN $7 THEN $8 ELSE phone END, "
@@ -505,7 +522,7 @@ resolve_customer(Datum business_id, Jsonb *customer, MemoryContext cxt)
 			 * Two events about a new customer may race; the loser updates
 			 * the winner's row instead of failing on the unique key.
 			 */
-			if (SPI_execute_with_args("INSERT INTO journey.customers AS c "
+			if (journey_spi_kept(&plan_customer_upsert, "INSERT INTO journey.customers AS c "
 									  "(business_id, external_id, full_name, email, phone, timezone, attributes, created_by) "
 									  "VALUES ($1, $2, $3, $4, $5, $6, coalesce($7, '{}'), 'ingest_event') "
 									  "ON CONFLICT (business_id, external_id) DO UPDATE SET "
@@ -620,7 +637,7 @@ journey_ingest_event(PG_FUNCTION_ARGS)
 	if (nulls[4] != 'n')
 	{
 		lock_idempotency_key(business_id, PG_GETARG_TEXT_PP(4));
-		if (SPI_execute_with_args("SELECT id FROM journey.events WHERE business_id OPERATOR(pg_catalog.=) $1 "
+		if (journey_spi_kept(&plan_event_by_key, "SELECT id FROM journey.events WHERE business_id OPERATOR(pg_catalog.=) $1 "
 								  "AND idempotency_key OPERATOR(pg_catalog.=) $5",
 								  6, types, values, nulls, false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "event look-up failed");
@@ -645,7 +662,7 @@ journey_ingest_event(PG_FUNCTION_ARGS)
 	 * does nothing, so racing webhooks never see a unique violation; the
 	 * loser reads the winner's id below.
 	 */
-	if (SPI_execute_with_args("INSERT INTO journey.events "
+	if (journey_spi_kept(&plan_event_insert, "INSERT INTO journey.events "
 							  "(business_id, event_type, customer_id, payload, idempotency_key, occurred_at) "
 							  "VALUES ($1, $2, $3, $4, $5, $6) "
 							  "ON CONFLICT (business_id, idempotency_key) DO NOTHING RETURNING id",
@@ -653,7 +670,7 @@ journey_ingest_event(PG_FUNCTION_ARGS)
 		elog(ERROR, "inserting the event failed");
 	if (SPI_processed == 0)
 	{
-		if (SPI_execute_with_args("SELECT id FROM journey.events WHERE business_id OPERATOR(pg_catalog.=) $1 "
+		if (journey_spi_kept(&plan_event_by_key, "SELECT id FROM journey.events WHERE business_id OPERATOR(pg_catalog.=) $1 "
 								  "AND idempotency_key OPERATOR(pg_catalog.=) $5",
 								  6, types, values, nulls, false, 1) != SPI_OK_SELECT ||
 			SPI_processed == 0)
@@ -696,7 +713,7 @@ journey_stop_enrollment(PG_FUNCTION_ARGS)
 		elog(ERROR, "SPI_connect failed");
 	values[0] = enrollment_id;
 	values[1] = CStringGetTextDatum(reason);
-	if (SPI_execute_with_args("SELECT business_id FROM journey.sequence_enrollments WHERE id OPERATOR(pg_catalog.=) $1",
+	if (journey_spi_kept(&plan_stop_lookup, "SELECT business_id FROM journey.sequence_enrollments WHERE id OPERATOR(pg_catalog.=) $1",
 							  2, types, values, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "enrollment look-up failed");
 	if (SPI_processed == 0)
@@ -709,7 +726,7 @@ journey_stop_enrollment(PG_FUNCTION_ARGS)
 	journey_require_member(business_id);
 	journey_become_owner(&saved);
 
-	if (SPI_execute_with_args("WITH stopped AS ("
+	if (journey_spi_kept(&plan_stop, "WITH stopped AS ("
 							  " UPDATE journey.sequence_enrollments SET status = 'stopped', stop_reason = $2,"
 							  "  finished_at = pg_catalog.now(), next_run_at = NULL"
 							  " WHERE id OPERATOR(pg_catalog.=) $1 AND status OPERATOR(pg_catalog.=) 'active'"

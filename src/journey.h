@@ -141,6 +141,10 @@ extern void journey_require_member(Datum business_id);
  */
 extern void journey_cancel_and_log_stops(SPITupleTable *stopped);
 
+/* SPI_execute_with_args with the plan prepared once and kept in *plan. */
+extern int	journey_spi_kept(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,
+							 Datum *values, const char *nulls, bool read_only, long count);
+
 /* Raises 23503 unless the business exists; call inside SPI or not. */
 extern void journey_require_business_exists(Datum business_id);
 

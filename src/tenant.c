@@ -44,6 +44,10 @@
 
 #include "journey.h"
 
+/* Membership look-ups, planned once per backend (journey_spi_kept). */
+static SPIPlanPtr plan_member_businesses = NULL;
+static SPIPlanPtr plan_is_member = NULL;
+
 PG_FUNCTION_INFO_V1(journey_current_member);
 PG_FUNCTION_INFO_V1(journey_member_business_ids);
 PG_FUNCTION_INFO_V1(journey_create_business);
@@ -205,7 +209,7 @@ journey_member_business_ids(PG_FUNCTION_ARGS)
 			journey_become_owner(&saved);
 			if (SPI_connect() != SPI_OK_CONNECT)
 				elog(ERROR, "SPI_connect failed");
-			if (SPI_execute_with_args("SELECT business_id FROM journey.business_members "
+			if (journey_spi_kept(&plan_member_businesses, "SELECT business_id FROM journey.business_members "
 									  "WHERE member OPERATOR(pg_catalog.=) $1",
 									  1, argtypes, values, NULL, true, 0) != SPI_OK_SELECT)
 				elog(ERROR, "membership look-up failed");
@@ -262,7 +266,7 @@ journey_require_member(Datum business_id)
 		journey_become_owner(&saved);
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
-		if (SPI_execute_with_args("SELECT 1 FROM journey.business_members "
+		if (journey_spi_kept(&plan_is_member, "SELECT 1 FROM journey.business_members "
 								  "WHERE business_id OPERATOR(pg_catalog.=) $1 "
 								  "AND member OPERATOR(pg_catalog.=) $2",
 								  2, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)

@@ -172,3 +172,27 @@ journey_touch_updated_at(PG_FUNCTION_ARGS)
 	return PointerGetDatum(heap_modify_tuple_by_cols(trigdata->tg_newtuple, tupdesc,
 													 1, &attnum, &now_value, &now_null));
 }
+
+/*
+ * SPI_execute_with_args, but parsed and planned once per backend: the plan
+ * is prepared on first use and kept in *plan.  For the statements of the
+ * API functions a webhook calls once per event, where parsing and planning
+ * would otherwise cost more than running.  The SQL must not vary between
+ * calls for the same *plan.
+ */
+int
+journey_spi_kept(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,
+				 Datum *values, const char *nulls, bool read_only, long count)
+{
+	if (*plan == NULL)
+	{
+		SPIPlanPtr	p = SPI_prepare(sql, nargs, argtypes);
+
+		if (p == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(p) != 0)
+			elog(ERROR, "SPI_keepplan failed");
+		*plan = p;
+	}
+	return SPI_execute_plan(*plan, values, nulls, read_only, count);
+}
