@@ -387,12 +387,25 @@ make_array(Datum *values, bool *nulls, int n, Oid elemtype)
 											  -1, false, TYPALIGN_INT));
 }
 
+/* Drops the results once the transaction that wrote them has committed. */
+static void
+forget_results(void)
+{
+	n_results = 0;
+	max_results = 0;
+	results = NULL;
+	MemoryContextReset(results_cxt);
+}
+
 /*
  * Writes the collected results in one transaction (durably: the commit is
  * synchronous).  On an error they stay in memory and are tried again.
+ * With keep_open, a successful write leaves its transaction open and
+ * returns true: the caller claims the next messages in it and commits both
+ * at once, one WAL flush instead of two, then calls forget_results().
  */
-static void
-write_results(void)
+static bool
+write_results(bool keep_open)
 {
 	int			n = 0;
 	Datum	   *ids = palloc(sizeof(Datum) * n_results);
@@ -414,14 +427,11 @@ write_results(void)
 		{
 			/* Tables busy: keep the results, try again shortly. */
 			next_due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 100);
-			return;
+			return false;
 		}
 		/* journey was dropped while they were in flight: nothing to update. */
-		n_results = 0;
-		max_results = 0;
-		results = NULL;
-		MemoryContextReset(results_cxt);
-		return;
+		forget_results();
+		return false;
 	}
 	MemoryContextSwitchTo(cxt);
 	for (i = 0; i < n_results; i++)
@@ -465,12 +475,11 @@ write_results(void)
 
 	if (n > 0 && SPI_execute_plan(result_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "journey sender could not write results");
+	if (keep_open)
+		return true;
 	end_work();
-
-	n_results = 0;
-	max_results = 0;
-	results = NULL;
-	MemoryContextReset(results_cxt);
+	forget_results();
+	return false;
 }
 
 static JourneyMessage *
@@ -527,8 +536,12 @@ check_no_provider(void)
  * it counts is what stops a message that crashes the sender from being
  * tried forever.
  */
+/*
+ * in_xact: write_results has begun the transaction (and written in it);
+ * the claim joins it and the commit below covers both.
+ */
 static void
-claim_and_send(void)
+claim_and_send(bool in_xact)
 {
 	int			room = journey_max_concurrency - journey_transport_in_flight();
 	int			want = Min(room, journey_batch_size);
@@ -541,7 +554,9 @@ claim_and_send(void)
 	TimestampTz due = 0;
 
 	need_claim = false;
-	if (!begin_work("claiming messages"))
+	if (in_xact)
+		pgstat_report_activity(STATE_RUNNING, "writing delivery results and claiming messages");
+	else if (!begin_work("claiming messages"))
 	{
 		end_work();
 		/* Busy tables: try again shortly.  No journey: wait for a wake-up. */
@@ -811,9 +826,17 @@ journey_sender_main(Datum main_arg)
 		PG_TRY();
 		{
 			if (n_results > 0)
-				write_results();
-			if (need_claim && n_results == 0 && room_to_claim())
-				claim_and_send();
+			{
+				bool		claim = need_claim && room_to_claim();
+
+				if (write_results(claim))
+				{
+					claim_and_send(true);
+					forget_results();
+				}
+			}
+			else if (need_claim && room_to_claim())
+				claim_and_send(false);
 		}
 		PG_CATCH();
 		{
