@@ -50,6 +50,7 @@ psql() { "$bin/psql" -h "$dir" -p "$port" -X -q -v ON_ERROR_STOP=1 -At postgres 
 cleanup() {
     [ -n "${sinkpid:-}" ] && kill "$sinkpid" 2>/dev/null || true
     "$bin/pg_ctl" -D "$dir/data" -m fast stop >/dev/null 2>&1 || true
+    rm -rf "$dir"
 }
 trap cleanup EXIT
 
