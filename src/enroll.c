@@ -41,6 +41,10 @@ static SPIPlanPtr plan_customer_by_external_id = NULL;
 static SPIPlanPtr plan_customer_update = NULL;
 static SPIPlanPtr plan_customer_upsert = NULL;
 static SPIPlanPtr plan_event_by_key = NULL;
+/* Run before and after the insert; one text, so one plan serves both. */
+static const char *event_by_key_sql =
+"SELECT id FROM journey.events WHERE business_id OPERATOR(pg_catalog.=) $1 "
+"AND idempotency_key OPERATOR(pg_catalog.=) $5";
 static SPIPlanPtr plan_event_insert = NULL;
 static SPIPlanPtr plan_stop_lookup = NULL;
 static SPIPlanPtr plan_stop = NULL;
@@ -149,11 +153,36 @@ journey_log_decision(Datum business_id, Datum enrollment_id,
 		elog(ERROR, "writing the enrollment log failed");
 }
 
+/*
+ * Cancels the stopped enrollments' queued messages and logs each stop with
+ * the number cancelled.
+ */
+static const char *cancel_and_log_sql =
+"WITH stopped AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+" pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5))"
+"  AS s(id, business_id, step_index, reason, at)),"
+" cancelled AS ("
+"  UPDATE journey.messages m SET status = 'cancelled',"
+"   last_error = 'enrollment stopped: ' OPERATOR(pg_catalog.||) s.reason"
+"  FROM stopped s WHERE m.enrollment_id OPERATOR(pg_catalog.=) s.id"
+"  AND m.status OPERATOR(pg_catalog.=) 'queued'"
+"  RETURNING m.enrollment_id)"
+" INSERT INTO journey.enrollment_log"
+"  (business_id, enrollment_id, step_index, outcome, detail, at)"
+" SELECT s.business_id, s.id, s.step_index, 'stopped',"
+"  s.reason OPERATOR(pg_catalog.||) coalesce(' (' OPERATOR(pg_catalog.||) c.n"
+"   OPERATOR(pg_catalog.||) ' queued message(s) cancelled)', ''), s.at"
+" FROM stopped s LEFT JOIN (SELECT enrollment_id, pg_catalog.count(*) AS n"
+"  FROM cancelled GROUP BY enrollment_id) c"
+"  ON c.enrollment_id OPERATOR(pg_catalog.=) s.id";
+
 static SPIPlanPtr cancel_and_log_plan = NULL;
 
 void
 journey_cancel_and_log_stops(SPITupleTable *stopped)
 {
+	Oid			types[5] = {UUIDARRAYOID, UUIDARRAYOID, INT4ARRAYOID, TEXTARRAYOID,
+	TIMESTAMPTZARRAYOID};
 	Datum		values[5];
 	char		nulls[5];
 	bool		isnull;
@@ -168,35 +197,8 @@ journey_cancel_and_log_stops(SPITupleTable *stopped)
 		nulls[i] = isnull ? 'n' : ' ';
 	}
 
-	if (cancel_and_log_plan == NULL)
-	{
-		Oid			types[5] = {UUIDARRAYOID, UUIDARRAYOID, INT4ARRAYOID, TEXTARRAYOID,
-		TIMESTAMPTZARRAYOID};
-		SPIPlanPtr	plan = SPI_prepare(
-									   "WITH stopped AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
-									   " pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5))"
-									   "  AS s(id, business_id, step_index, reason, at)),"
-									   " cancelled AS ("
-									   "  UPDATE journey.messages m SET status = 'cancelled',"
-									   "   last_error = 'enrollment stopped: ' OPERATOR(pg_catalog.||) s.reason"
-									   "  FROM stopped s WHERE m.enrollment_id OPERATOR(pg_catalog.=) s.id"
-									   "  AND m.status OPERATOR(pg_catalog.=) 'queued'"
-									   "  RETURNING m.enrollment_id)"
-									   " INSERT INTO journey.enrollment_log"
-									   "  (business_id, enrollment_id, step_index, outcome, detail, at)"
-									   " SELECT s.business_id, s.id, s.step_index, 'stopped',"
-									   "  s.reason OPERATOR(pg_catalog.||) coalesce(' (' OPERATOR(pg_catalog.||) c.n"
-									   "   OPERATOR(pg_catalog.||) ' queued message(s) cancelled)', ''), s.at"
-									   " FROM stopped s LEFT JOIN (SELECT enrollment_id, pg_catalog.count(*) AS n"
-									   "  FROM cancelled GROUP BY enrollment_id) c"
-									   "  ON c.enrollment_id OPERATOR(pg_catalog.=) s.id",
-									   5, types);
-
-		if (plan == NULL || SPI_keepplan(plan) != 0)
-			elog(ERROR, "preparing the stop statement failed: %s", SPI_result_code_string(SPI_result));
-		cancel_and_log_plan = plan;
-	}
-	if (SPI_execute_plan(cancel_and_log_plan, values, nulls, false, 0) != SPI_OK_INSERT)
+	if (journey_spi_kept(&cancel_and_log_plan, cancel_and_log_sql, 5, types,
+						 values, nulls, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "cancelling the stopped enrollments' messages failed");
 }
 
@@ -637,8 +639,7 @@ journey_ingest_event(PG_FUNCTION_ARGS)
 	if (nulls[4] != 'n')
 	{
 		lock_idempotency_key(business_id, PG_GETARG_TEXT_PP(4));
-		if (journey_spi_kept(&plan_event_by_key, "SELECT id FROM journey.events WHERE business_id OPERATOR(pg_catalog.=) $1 "
-								  "AND idempotency_key OPERATOR(pg_catalog.=) $5",
+		if (journey_spi_kept(&plan_event_by_key, event_by_key_sql,
 								  6, types, values, nulls, false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "event look-up failed");
 		if (SPI_processed > 0)
@@ -670,8 +671,7 @@ journey_ingest_event(PG_FUNCTION_ARGS)
 		elog(ERROR, "inserting the event failed");
 	if (SPI_processed == 0)
 	{
-		if (journey_spi_kept(&plan_event_by_key, "SELECT id FROM journey.events WHERE business_id OPERATOR(pg_catalog.=) $1 "
-								  "AND idempotency_key OPERATOR(pg_catalog.=) $5",
+		if (journey_spi_kept(&plan_event_by_key, event_by_key_sql,
 								  6, types, values, nulls, false, 1) != SPI_OK_SELECT ||
 			SPI_processed == 0)
 			elog(ERROR, "concurrently ingested event vanished");

@@ -122,23 +122,6 @@ static const char *log_sql =
 "SELECT u.*, $6"
 "  FROM unnest($1::uuid[], $2::uuid[], $3::integer[], $4::text[], $5::text[]) AS u";
 
-static SPIPlanPtr
-keep_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
-{
-	if (*plan == NULL)
-	{
-		SPIPlanPtr	p = SPI_prepare(sql, nargs, argtypes);
-
-		if (p == NULL)
-			elog(ERROR, "SPI_prepare failed for journey executor: %s",
-				 SPI_result_code_string(SPI_result));
-		if (SPI_keepplan(p) != 0)
-			elog(ERROR, "SPI_keepplan failed for journey executor");
-		*plan = p;
-	}
-	return *plan;
-}
-
 static void
 run_plan(SPIPlanPtr plan, Datum *values, const char *nulls, int expected)
 {
@@ -363,7 +346,7 @@ exec_load_sequences(ExecState *st, MemoryContext cxt)
 	while ((seq = hash_seq_search(&hs)) != NULL)
 		ids[n++] = UUIDPGetDatum(&seq->id);
 	args[0] = uuid_array(ids, n);
-	run_plan(keep_plan(&steps_plan, steps_sql, 1, argtypes), args, NULL, SPI_OK_SELECT);
+	run_plan(journey_keep_plan(&steps_plan, steps_sql, 1, argtypes), args, NULL, SPI_OK_SELECT);
 	tt = SPI_tuptable;
 
 	for (uint64 r = 0; r < SPI_processed; r++)
@@ -484,14 +467,14 @@ exec_load_rate_windows(ExecState *st)
 		return;
 
 	args[0] = uuid_array(ids, n);
-	run_plan(keep_plan(&lock_plan, lock_sql, 1, lock_types), args, NULL,
+	run_plan(journey_keep_plan(&lock_plan, lock_sql, 1, lock_types), args, NULL,
 			 SPI_OK_SELECT);
 
 	args[0] = uuid_array(biz, n);
 	args[1] = uuid_array(ids, n);
 	args[2] = PointerGetDatum(construct_array(since, n, TIMESTAMPTZOID, sizeof(TimestampTz),
 											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	run_plan(keep_plan(&rate_plan, rate_sql, 3, rate_types), args, NULL, SPI_OK_SELECT);
+	run_plan(journey_keep_plan(&rate_plan, rate_sql, 3, rate_types), args, NULL, SPI_OK_SELECT);
 	tt = SPI_tuptable;
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
@@ -576,7 +559,7 @@ exec_load_events(ExecState *st, ExecEnrollment *ens, int nens)
 	args[4] = PointerGetDatum(construct_array(type_datums, list_length(types), TEXTOID,
 											  -1, false, TYPALIGN_INT));
 	args[5] = TimestampTzGetDatum(st->as_of);
-	run_plan(keep_plan(&events_plan, events_sql, 6, argtypes), args, NULL, SPI_OK_SELECT);
+	run_plan(journey_keep_plan(&events_plan, events_sql, 6, argtypes), args, NULL, SPI_OK_SELECT);
 	tt = SPI_tuptable;
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
@@ -622,7 +605,7 @@ exec_apply(ExecState *st)
 		batch_args(&st->messages, values, nulls);
 		values[10] = TimestampTzGetDatum(st->as_of);
 		nulls[10] = ' ';
-		run_plan(keep_plan(&messages_plan, messages_sql, 11, types), values, nulls,
+		run_plan(journey_keep_plan(&messages_plan, messages_sql, 11, types), values, nulls,
 				 SPI_OK_INSERT);
 		if (SPI_processed > 0)
 			journey_sender_wake_at_commit();
@@ -636,7 +619,7 @@ exec_apply(ExecState *st)
 		batch_args(&st->log, values, nulls);
 		values[5] = TimestampTzGetDatum(st->as_of);
 		nulls[5] = ' ';
-		run_plan(keep_plan(&log_plan, log_sql, 6, types), values, nulls, SPI_OK_INSERT);
+		run_plan(journey_keep_plan(&log_plan, log_sql, 6, types), values, nulls, SPI_OK_INSERT);
 	}
 	if (st->updates.n > 0)
 	{
@@ -645,7 +628,7 @@ exec_apply(ExecState *st)
 
 		batch_sort(&st->updates, 0);
 		batch_args(&st->updates, values, nulls);
-		run_plan(keep_plan(&update_plan, update_sql, 6, types), values, nulls,
+		run_plan(journey_keep_plan(&update_plan, update_sql, 6, types), values, nulls,
 				 SPI_OK_UPDATE);
 	}
 }
@@ -678,7 +661,7 @@ exec_claim(ExecState *st, int32 batch_size, ExecEnrollment **ens_out)
 
 	claim_args[0] = Int64GetDatum(batch_size);
 	claim_args[1] = TimestampTzGetDatum(st->as_of);
-	run_plan(keep_plan(&claim_plan, claim_sql, 2, claim_types), claim_args, NULL,
+	run_plan(journey_keep_plan(&claim_plan, claim_sql, 2, claim_types), claim_args, NULL,
 			 SPI_OK_SELECT);
 	claimed = SPI_tuptable;
 	nclaimed = SPI_processed;

@@ -141,6 +141,9 @@ extern void journey_require_member(Datum business_id);
  */
 extern void journey_cancel_and_log_stops(SPITupleTable *stopped);
 
+/* A plan prepared once per backend and kept in *plan. */
+extern SPIPlanPtr journey_keep_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes);
+
 /* SPI_execute_with_args with the plan prepared once and kept in *plan. */
 extern int	journey_spi_kept(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,
 							 Datum *values, const char *nulls, bool read_only, long count);

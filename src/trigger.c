@@ -113,18 +113,6 @@ static const char *enroll_sql =
 static SPIPlanPtr stop_plan = NULL;
 static SPIPlanPtr enroll_plan = NULL;
 
-static SPIPlanPtr
-prepare_kept(const char *sql)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, 0, NULL);
-
-	if (plan == NULL)
-		elog(ERROR, "preparing trigger matching failed: %s", SPI_result_code_string(SPI_result));
-	if (SPI_keepplan(plan) != 0)
-		elog(ERROR, "keeping the trigger matching plan failed");
-	return plan;
-}
-
 Datum
 journey_match_events(PG_FUNCTION_ARGS)
 {
@@ -146,16 +134,11 @@ journey_match_events(PG_FUNCTION_ARGS)
 	if (rc != SPI_OK_TD_REGISTER)
 		elog(ERROR, "registering the events transition table failed: %s", SPI_result_code_string(rc));
 
-	if (stop_plan == NULL)
-		stop_plan = prepare_kept(stop_sql);
-	if (enroll_plan == NULL)
-		enroll_plan = prepare_kept(enroll_sql);
-
-	rc = SPI_execute_plan(stop_plan, NULL, NULL, false, 0);
+	rc = SPI_execute_plan(journey_keep_plan(&stop_plan, stop_sql, 0, NULL), NULL, NULL, false, 0);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "stopping enrollments on exit events failed: %s", SPI_result_code_string(rc));
 	journey_cancel_and_log_stops(SPI_tuptable);
-	rc = SPI_execute_plan(enroll_plan, NULL, NULL, false, 0);
+	rc = SPI_execute_plan(journey_keep_plan(&enroll_plan, enroll_sql, 0, NULL), NULL, NULL, false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "enrolling customers on trigger events failed: %s", SPI_result_code_string(rc));
 

@@ -174,15 +174,12 @@ journey_touch_updated_at(PG_FUNCTION_ARGS)
 }
 
 /*
- * SPI_execute_with_args, but parsed and planned once per backend: the plan
- * is prepared on first use and kept in *plan.  For the statements of the
- * API functions a webhook calls once per event, where parsing and planning
- * would otherwise cost more than running.  The SQL must not vary between
- * calls for the same *plan.
+ * The plan of sql, prepared on first use and kept in *plan for the rest of
+ * the backend's life (the plan cache re-plans it after DDL).  The SQL must
+ * not vary between calls for the same *plan.
  */
-int
-journey_spi_kept(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,
-				 Datum *values, const char *nulls, bool read_only, long count)
+SPIPlanPtr
+journey_keep_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
 {
 	if (*plan == NULL)
 	{
@@ -194,5 +191,18 @@ journey_spi_kept(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,
 			elog(ERROR, "SPI_keepplan failed");
 		*plan = p;
 	}
-	return SPI_execute_plan(*plan, values, nulls, read_only, count);
+	return *plan;
+}
+
+/*
+ * SPI_execute_with_args, but parsed and planned once per backend: for the
+ * statements of the API functions a webhook calls once per event, where
+ * parsing and planning would otherwise cost more than running.
+ */
+int
+journey_spi_kept(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,
+				 Datum *values, const char *nulls, bool read_only, long count)
+{
+	return SPI_execute_plan(journey_keep_plan(plan, sql, nargs, argtypes),
+							values, nulls, read_only, count);
 }

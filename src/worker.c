@@ -233,19 +233,6 @@ static const char *result_sql =
 "    AND c.id OPERATOR(pg_catalog.=) u.customer_id"
 "    AND c.business_id OPERATOR(pg_catalog.=) u.business_id";
 
-static SPIPlanPtr
-keep_plan(const char *sql, int nargs, Oid *types)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
-
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed for journey sender query: %s",
-			 SPI_result_code_string(SPI_result));
-	if (SPI_keepplan(plan) != 0)
-		elog(ERROR, "SPI_keepplan failed");
-	return plan;
-}
-
 static void
 prepare_plans(void)
 {
@@ -257,13 +244,13 @@ prepare_plans(void)
 	/* The last one prepared says they all are. */
 	if (result_plan != NULL)
 		return;
-	claim_plan = keep_plan(claim_sql, 3, claim_types);
-	claim_ids_plan = keep_plan(claim_ids_sql, 4, claim_types);
-	reclaim_own_plan = keep_plan(reclaim_own_sql, 2, reclaim_types);
-	reclaim_expired_plan = keep_plan(reclaim_expired_sql, 2, reclaim_types);
-	next_due_plan = keep_plan(next_due_sql, 0, NULL);
-	no_provider_plan = keep_plan(no_provider_sql, 0, NULL);
-	result_plan = keep_plan(result_sql, 6, result_types);
+	journey_keep_plan(&claim_plan, claim_sql, 3, claim_types);
+	journey_keep_plan(&claim_ids_plan, claim_ids_sql, 4, claim_types);
+	journey_keep_plan(&reclaim_own_plan, reclaim_own_sql, 2, reclaim_types);
+	journey_keep_plan(&reclaim_expired_plan, reclaim_expired_sql, 2, reclaim_types);
+	journey_keep_plan(&next_due_plan, next_due_sql, 0, NULL);
+	journey_keep_plan(&no_provider_plan, no_provider_sql, 0, NULL);
+	journey_keep_plan(&result_plan, result_sql, 6, result_types);
 }
 
 /*
@@ -535,8 +522,7 @@ check_no_provider(void)
  * requests.  The claim's commit is durable, like every other: the attempt
  * it counts is what stops a message that crashes the sender from being
  * tried forever.
- */
-/*
+ *
  * in_xact: write_results has begun the transaction (and written in it);
  * the claim joins it and the commit below covers both.
  */
