@@ -47,17 +47,6 @@ cluster_psql() {
     as_postgres "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$CLUSTER_DIR" -p "$CLUSTER_PORT" -U postgres -d "$CLUSTER_DB" "$@"
 }
 
-# Milliseconds a statement takes, measured by the server (EXPLAIN ANALYZE
-# would add per-row overhead; \timing includes only the round trip).
-bench_time_ms() {
-    cluster_psql -At -c '\timing on' -c "$1" | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | tail -1
-}
-
-# "median min max" of numbers on standard input.
-bench_stats() {
-    sort -n | awk '{ v[NR] = $1 } END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.1f %.1f %.1f\n", m, v[1], v[NR] }'
-}
-
 bench_machine() {
     echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}')"
 }

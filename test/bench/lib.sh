@@ -87,9 +87,9 @@ bench_ms() {
         sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | tail -1
 }
 
-# "median min max" of the numbers on standard input, unrounded (cluster.sh's
-# bench_stats rounds to 0.1, too coarse for sub-millisecond calls).
-bench_stats_exact() {
+# "median min max" of the numbers on standard input, unrounded: idle calls
+# take less than a millisecond.
+bench_stats() {
     sort -g | awk '{ v[NR] = $1 } END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; print m, v[1], v[NR] }'
 }
 

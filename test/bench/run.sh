@@ -68,7 +68,7 @@ RESULTS=$WORK/results
 : > "$RESULTS"
 MISMATCH=
 record() { echo "$1 $2" >> "$RESULTS"; }
-stats() { awk -v k="$1" '$1 == k { print $2 }' "$RESULTS" | bench_stats_exact; }
+stats() { awk -v k="$1" '$1 == k { print $2 }' "$RESULTS" | bench_stats; }
 say() { echo "$@"; }
 
 say "journey benchmark: N=$N, RUNS=$RUNS, extension: $BENCH_INSTALL"
