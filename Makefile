@@ -2,7 +2,7 @@
 
 EXTENSION = journey
 MODULE_big = journey
-EXTVERSION = 0.2
+EXTVERSION = 0.3
 
 OBJS = \
 	src/journey.o \
