@@ -11,6 +11,7 @@ OBJS = \
 	src/template.o \
 	src/sequence.o \
 	src/enroll.o \
+	src/ingest.o \
 	src/trigger.o \
 	src/timewindow.o \
 	src/branch.o \
@@ -19,6 +20,7 @@ OBJS = \
 	src/cron.o \
 	src/providers.o \
 	src/transport.o \
+	src/shmem.o \
 	src/worker.o \
 	src/launcher.o
 

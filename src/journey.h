@@ -61,6 +61,26 @@ extern bool journey_timezone_is_valid(const char *name);
 /* Adds milliseconds to a timestamp, raising 22008 on overflow. */
 extern TimestampTz journey_timestamp_add_ms(TimestampTz ts, int64 ms);
 
+/* Argument checks of the API functions: each raises with the hint given. */
+extern void journey_require_arg(FunctionCallInfo fcinfo, int argno, const char *name,
+								const char *hint);
+extern void journey_require_finite(TimestampTz ts, const char *name);
+extern void journey_require_object(Jsonb *value, const char *name, const char *hint);
+
+/* A uuid Datum as text, for messages. */
+extern char *journey_uuid_text(Datum id);
+
+/* Copies a by-reference SPI result out of the SPI memory context into cxt. */
+extern Datum journey_spi_get_copy(int row, int col, Oid type, bool *isnull,
+								  MemoryContext cxt);
+
+/* A plan prepared once per backend and kept in *plan. */
+extern SPIPlanPtr journey_keep_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes);
+
+/* SPI_execute_with_args with the plan prepared once and kept in *plan. */
+extern int	journey_spi_kept(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,
+							 Datum *values, const char *nulls, bool read_only, long count);
+
 /* ---------- template.c: the template engine ---------- */
 
 typedef struct JourneyTemplate JourneyTemplate;
@@ -121,6 +141,9 @@ extern char *journey_member_name(void);
  */
 extern void journey_require_member(Datum business_id);
 
+/* Raises 23503 unless the business exists; call inside SPI or not. */
+extern void journey_require_business_exists(Datum business_id);
+
 /* ---------- enroll.c: enrollment shared with the trigger and executor ---------- */
 
 /*
@@ -141,21 +164,6 @@ extern void journey_require_member(Datum business_id);
  */
 extern void journey_cancel_and_log_stops(SPITupleTable *stopped);
 
-/* A plan prepared once per backend and kept in *plan. */
-extern SPIPlanPtr journey_keep_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes);
-
-/* SPI_execute_with_args with the plan prepared once and kept in *plan. */
-extern int	journey_spi_kept(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,
-							 Datum *values, const char *nulls, bool read_only, long count);
-
-/* Raises 23503 unless the business exists; call inside SPI or not. */
-extern void journey_require_business_exists(Datum business_id);
-
-/* Appends a row to journey.enrollment_log; the caller is connected to SPI. */
-extern void journey_log_decision(Datum business_id, Datum enrollment_id,
-								 int step_index, bool step_is_null,
-								 const char *outcome, const char *detail,
-								 TimestampTz at);
 
 /* ---------- cron.c: pg_cron scheduling ---------- */
 
@@ -243,15 +251,16 @@ extern void journey_condition_event_types(const JourneyCondition *cond, List **t
 extern bool journey_condition_eval(const JourneyCondition *cond,
 								   const JourneyBranchInput *in);
 
-/* ---------- worker.c, launcher.c: the sender (more in sender.h) ---------- */
+/* ---------- shmem.c, launcher.c, worker.c: the sender (more in sender.h) ---------- */
 
 /*
- * Notes that this transaction queued messages; the sender's latch is set
- * when (and only if) the transaction commits.
+ * shmem.c: notes that this transaction queued messages; the sender's latch
+ * is set when (and only if) the transaction commits.
  */
 extern void journey_sender_wake_at_commit(void);
 /* launcher.c: shared memory, the launcher worker, the DROP DATABASE hook. */
 extern void journey_sender_register(void);
+/* worker.c: the sender's main loop. */
 extern PGDLLEXPORT void journey_sender_main(Datum main_arg);
 
 #endif							/* JOURNEY_H */

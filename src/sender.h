@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * sender.h
- *	  Declarations private to the sender: the launcher (launcher.c), the
- *	  sender loop (worker.c), the libcurl transport (transport.c) and the
+ *	  Declarations private to the sender: its shared memory (shmem.c), the
+ *	  launcher (launcher.c), the sender loop (worker.c), the libcurl transport (transport.c) and the
  *	  provider kinds (providers.c).
  *
  * The launcher is a static background worker connected to no database; it
@@ -40,12 +40,20 @@ typedef struct JourneySenderSlot
 typedef struct JourneySenderShmem
 {
 	slock_t		mutex;
-	Latch	   *launcher_latch;
 	JourneySenderSlot slots[JOURNEY_MAX_SENDERS];
 } JourneySenderShmem;
 
-/* NULL unless the library was preloaded (no worker, nothing to wake). */
+/* shmem.c: NULL unless the library was preloaded (no worker, nothing to wake). */
 extern JourneySenderShmem *journey_sender_shmem;
+
+/* shmem.c: asks for the shared memory; from _PG_init only. */
+extern void journey_sender_shmem_register(void);
+
+/*
+ * shmem.c: publishes this sender's pid and latch in its slot until it
+ * exits; a sender never wakes itself at commit.
+ */
+extern void journey_sender_attach(int slot);
 
 /* What the launcher passes a sender in bgw_extra. */
 typedef struct JourneySenderArgs

@@ -47,6 +47,7 @@
 /* Membership look-ups, planned once per backend (journey_spi_kept). */
 static SPIPlanPtr plan_member_businesses = NULL;
 static SPIPlanPtr plan_is_member = NULL;
+static SPIPlanPtr plan_business_exists = NULL;
 
 PG_FUNCTION_INFO_V1(journey_current_member);
 PG_FUNCTION_INFO_V1(journey_member_business_ids);
@@ -285,6 +286,27 @@ journey_require_member(Datum business_id)
 				 errdetail("The connection carries no journey member (no \"sub\" claim in request.jwt.claims).") :
 				 errdetail("\"%s\" is not a member of that business.", member),
 				 errhint("An administrator adds members with INSERT INTO journey.business_members.")));
+}
+
+void
+journey_require_business_exists(Datum business_id)
+{
+	Oid			types[1] = {UUIDOID};
+	Datum		values[1] = {business_id};
+	bool		exists;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (journey_spi_kept(&plan_business_exists, "SELECT 1 FROM journey.businesses WHERE id OPERATOR(pg_catalog.=) $1",
+							  1, types, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "business look-up failed");
+	exists = SPI_processed > 0;
+	SPI_finish();
+	if (!exists)
+		ereport(ERROR,
+				(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
+				 errmsg("business %s does not exist", journey_uuid_text(business_id)),
+				 errhint("Create it with journey.create_business, or pass the id it returned.")));
 }
 
 /*

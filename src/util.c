@@ -17,6 +17,7 @@
 #include "fmgr.h"
 #include "pgtime.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/datetime.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
@@ -205,4 +206,59 @@ journey_spi_kept(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,
 {
 	return SPI_execute_plan(journey_keep_plan(plan, sql, nargs, argtypes),
 							values, nulls, read_only, count);
+}
+
+/* ---------- argument checks and SPI results of the API functions ---------- */
+
+void
+journey_require_arg(FunctionCallInfo fcinfo, int argno, const char *name, const char *hint)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", name),
+				 errhint("%s", hint)));
+}
+
+void
+journey_require_finite(TimestampTz ts, const char *name)
+{
+	if (TIMESTAMP_NOT_FINITE(ts))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be a finite time", name),
+				 errhint("Pass a real moment such as now() or '2026-01-15 09:00+00'.")));
+}
+
+void
+journey_require_object(Jsonb *value, const char *name, const char *hint)
+{
+	if (!JB_ROOT_IS_OBJECT(value) || JB_ROOT_IS_SCALAR(value))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be a JSON object", name),
+				 errhint("%s", hint)));
+}
+
+char *
+journey_uuid_text(Datum id)
+{
+	return DatumGetCString(DirectFunctionCall1(uuid_out, id));
+}
+
+Datum
+journey_spi_get_copy(int row, int col, Oid type, bool *isnull, MemoryContext cxt)
+{
+	Datum		value = SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, isnull);
+	MemoryContext old;
+	int16		typlen;
+	bool		typbyval;
+
+	if (*isnull)
+		return (Datum) 0;
+	get_typlenbyval(type, &typlen, &typbyval);
+	old = MemoryContextSwitchTo(cxt);
+	value = datumCopy(value, typbyval, typlen);
+	MemoryContextSwitchTo(old);
+	return value;
 }

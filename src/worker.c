@@ -2,7 +2,7 @@
  *
  * worker.c
  *	  The sender background worker: claims due messages, hands them to the
- *	  transport and writes back each result; and the wake-up at commit.
+ *	  transport and writes back each result.
  *
  * One loop, in worker_spi's shape: wait on the latch, libcurl's sockets and
  * timers at once; collect finished requests; write their results in one
@@ -45,67 +45,6 @@
 
 #include "journey.h"
 #include "sender.h"
-
-PG_FUNCTION_INFO_V1(journey_wake_sender);
-
-/* ---------- waking the sender at commit (any backend) ---------- */
-
-static bool wake_callback_registered = false;
-static bool wake_pending = false;
-static bool am_sender = false;
-
-static void
-wake_xact_callback(XactEvent event, void *arg)
-{
-	int			i;
-
-	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
-	{
-		if (!wake_pending || journey_sender_shmem == NULL)
-		{
-			wake_pending = false;
-			return;
-		}
-		wake_pending = false;
-		for (i = 0; i < JOURNEY_MAX_SENDERS; i++)
-		{
-			JourneySenderSlot *s = &journey_sender_shmem->slots[i];
-
-			/* A stale latch is harmless: SetLatch checks its owner. */
-			if (s->dboid == MyDatabaseId && s->latch != NULL)
-				SetLatch(s->latch);
-		}
-	}
-	else if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
-		wake_pending = false;
-}
-
-void
-journey_sender_wake_at_commit(void)
-{
-	if (journey_sender_shmem == NULL || am_sender)
-		return;
-	if (!wake_callback_registered)
-	{
-		RegisterXactCallback(wake_xact_callback, NULL);
-		wake_callback_registered = true;
-	}
-	wake_pending = true;
-}
-
-/* Statement-level trigger on journey.messages: a plain INSERT wakes too. */
-Datum
-journey_wake_sender(PG_FUNCTION_ARGS)
-{
-	if (!CALLED_AS_TRIGGER(fcinfo))
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("journey.wake_sender() must be called as a trigger")));
-	journey_sender_wake_at_commit();
-	return PointerGetDatum(NULL);
-}
-
-/* ---------- the sender ---------- */
 
 static int	my_slot = -1;
 static char claim_token[32];	/* this server's system identifier */
@@ -167,6 +106,30 @@ static const char *claim_sql = CLAIM_SQL("");
 static const char *claim_ids_sql =
 CLAIM_SQL(" AND m.id OPERATOR(pg_catalog.=) ANY ($4)");
 
+/* The columns of CLAIM_SQL's RETURNING list, in its order (SPI counts from 1). */
+typedef enum ClaimColumn
+{
+	CLAIM_ID = 1,
+	CLAIM_ATTEMPTS,
+	CLAIM_BUSINESS_ID,
+	CLAIM_CUSTOMER_ID,
+	CLAIM_ENROLLMENT_ID,
+	CLAIM_SEQUENCE_ID,
+	CLAIM_STEP_INDEX,
+	CLAIM_CHANNEL,
+	CLAIM_PURPOSE,
+	CLAIM_TO_ADDRESS,
+	CLAIM_SUBJECT,
+	CLAIM_BODY,
+	CLAIM_KIND,
+	CLAIM_ENDPOINT,
+	CLAIM_FROM_ADDRESS,
+	CLAIM_CREDENTIALS,
+	CLAIM_SETTINGS,
+	CLAIM_NCOLUMNS = CLAIM_SETTINGS
+} ClaimColumn;
+
+
 /*
  * Puts messages left 'sending' back in the queue: those this server's sender
  * held when it died ($1 = claimed_by), or those whose lease ran out.  One
@@ -184,6 +147,9 @@ static const char *reclaim_own_sql =
 " WHERE status OPERATOR(pg_catalog.=) 'sending' AND claimed_by OPERATOR(pg_catalog.=) $1"
 " RETURNING id, status)"
 " SELECT pg_catalog.count(*), pg_catalog.array_agg(id) FILTER (WHERE status OPERATOR(pg_catalog.=) 'queued') FROM r";
+/* Its columns: how many were put back, and the ids queued again. */
+#define RECLAIM_COUNT 1
+#define RECLAIM_QUEUED_IDS 2
 
 static const char *reclaim_expired_sql =
 "UPDATE journey.messages" RECLAIM_SET
@@ -475,24 +441,25 @@ message_from_tuple(HeapTuple tup, TupleDesc desc)
 	JourneyMessage *m = palloc0(sizeof(JourneyMessage));
 	bool		isnull;
 
+	Assert(desc->natts == CLAIM_NCOLUMNS);
 	m->relid = messages_relid;
-	m->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-	m->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
-	m->business_id = col_text(tup, desc, 3);
-	m->customer_id = col_text(tup, desc, 4);
-	m->enrollment_id = col_text(tup, desc, 5);
-	m->sequence_id = col_text(tup, desc, 6);
-	m->step_index = col_text(tup, desc, 7);
-	m->channel = col_text(tup, desc, 8);
-	m->purpose = col_text(tup, desc, 9);
-	m->to_address = col_text(tup, desc, 10);
-	m->subject = col_text(tup, desc, 11);
-	m->body = col_text(tup, desc, 12);
-	m->kind = col_text(tup, desc, 13);
-	m->endpoint = col_text(tup, desc, 14);
-	m->from_address = col_text(tup, desc, 15);
-	m->credentials = col_text(tup, desc, 16);
-	m->settings = col_text(tup, desc, 17);
+	m->id = DatumGetInt64(SPI_getbinval(tup, desc, CLAIM_ID, &isnull));
+	m->attempts = DatumGetInt32(SPI_getbinval(tup, desc, CLAIM_ATTEMPTS, &isnull));
+	m->business_id = col_text(tup, desc, CLAIM_BUSINESS_ID);
+	m->customer_id = col_text(tup, desc, CLAIM_CUSTOMER_ID);
+	m->enrollment_id = col_text(tup, desc, CLAIM_ENROLLMENT_ID);
+	m->sequence_id = col_text(tup, desc, CLAIM_SEQUENCE_ID);
+	m->step_index = col_text(tup, desc, CLAIM_STEP_INDEX);
+	m->channel = col_text(tup, desc, CLAIM_CHANNEL);
+	m->purpose = col_text(tup, desc, CLAIM_PURPOSE);
+	m->to_address = col_text(tup, desc, CLAIM_TO_ADDRESS);
+	m->subject = col_text(tup, desc, CLAIM_SUBJECT);
+	m->body = col_text(tup, desc, CLAIM_BODY);
+	m->kind = col_text(tup, desc, CLAIM_KIND);
+	m->endpoint = col_text(tup, desc, CLAIM_ENDPOINT);
+	m->from_address = col_text(tup, desc, CLAIM_FROM_ADDRESS);
+	m->credentials = col_text(tup, desc, CLAIM_CREDENTIALS);
+	m->settings = col_text(tup, desc, CLAIM_SETTINGS);
 	return m;
 }
 
@@ -563,8 +530,10 @@ claim_and_send(bool in_xact)
 
 		if (SPI_execute_plan(reclaim_own_plan, args, NULL, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "journey sender could not reclaim its messages");
-		n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		ids = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+		n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+										RECLAIM_COUNT, &isnull));
+		ids = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+							RECLAIM_QUEUED_IDS, &isnull);
 
 		/*
 		 * One of them may be what killed the last sender.  Send them first
@@ -702,15 +671,6 @@ wait_timeout(void)
 	return t;
 }
 
-static void
-sender_detach(int code, Datum arg)
-{
-	SpinLockAcquire(&journey_sender_shmem->mutex);
-	journey_sender_shmem->slots[my_slot].pid = 0;
-	journey_sender_shmem->slots[my_slot].latch = NULL;
-	SpinLockRelease(&journey_sender_shmem->mutex);
-}
-
 /* Logs an error of one pass, cleans up, and lets the loop go on. */
 static void
 recover_from_error(void)
@@ -732,18 +692,13 @@ journey_sender_main(Datum main_arg)
 
 	memcpy(&args, MyBgworkerEntry->bgw_extra, sizeof(args));
 	my_slot = args.slot;
-	am_sender = true;
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnectionByOid(DatumGetObjectId(main_arg), args.roleoid, 0);
 	pgstat_report_appname("journey sender");
 
-	SpinLockAcquire(&journey_sender_shmem->mutex);
-	journey_sender_shmem->slots[my_slot].pid = MyProcPid;
-	journey_sender_shmem->slots[my_slot].latch = MyLatch;
-	SpinLockRelease(&journey_sender_shmem->mutex);
-	before_shmem_exit(sender_detach, (Datum) 0);
+	journey_sender_attach(my_slot);
 
 	snprintf(claim_token, sizeof(claim_token), UINT64_FORMAT, GetSystemIdentifier());
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "journey sender loop",
