@@ -278,8 +278,14 @@ CREATE TRIGGER providers_touch BEFORE UPDATE ON journey.providers
     FOR EACH ROW EXECUTE FUNCTION journey.touch_updated_at();
 
 -- ===================================================================
--- Engine API (src/template.c, src/sequence.c, src/enroll.c, src/trigger.c)
+-- Engine API (src/template.c, src/sequence.c, src/enroll.c, src/ingest.c,
+-- src/trigger.c)
 -- ===================================================================
+
+-- Every function that runs queries pins search_path in its declaration
+-- (the sender worker and the DROP EXTENSION hook, which have none, pin it
+-- in C): that is journey's one defence against a caller's schema capturing
+-- an unqualified name, so the queries in the C code are written plainly.
 
 CREATE FUNCTION journey.render_template(p_template text, p_context jsonb)
 RETURNS text
@@ -289,14 +295,16 @@ LANGUAGE C STABLE STRICT;
 CREATE FUNCTION journey.create_sequence(p_business_id uuid, p_definition jsonb)
 RETURNS uuid
 AS 'MODULE_PATHNAME', 'journey_create_sequence'
-LANGUAGE C VOLATILE;
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION journey.enroll_customer(p_sequence_id uuid, p_customer_id uuid,
                                         p_meta jsonb DEFAULT '{}',
                                         p_as_of timestamptz DEFAULT pg_catalog.now())
 RETURNS uuid
 AS 'MODULE_PATHNAME', 'journey_enroll_customer'
-LANGUAGE C VOLATILE;
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION journey.ingest_event(p_business_id uuid, p_event_type text,
                                      p_customer jsonb,
@@ -305,17 +313,20 @@ CREATE FUNCTION journey.ingest_event(p_business_id uuid, p_event_type text,
                                      p_occurred_at timestamptz DEFAULT pg_catalog.now())
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'journey_ingest_event'
-LANGUAGE C VOLATILE;
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION journey.stop_enrollment(p_enrollment_id uuid, p_reason text)
 RETURNS void
 AS 'MODULE_PATHNAME', 'journey_stop_enrollment'
-LANGUAGE C VOLATILE;
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION journey.match_events()
 RETURNS trigger
 AS 'MODULE_PATHNAME', 'journey_match_events'
-LANGUAGE C;
+LANGUAGE C
+SET search_path = pg_catalog, pg_temp;
 
 -- Statement-level, over the transition table: one INSERT ... SELECT of many
 -- events is matched with a few set-based statements, not one per row.
@@ -341,7 +352,8 @@ SET search_path = pg_catalog, pg_temp
 SET jit = off;
 
 -- ===================================================================
--- Sender (src/worker.c, src/transport.c, src/providers.c)
+-- Sender (src/shmem.c, src/launcher.c, src/worker.c, src/transport.c,
+-- src/providers.c)
 -- ===================================================================
 
 -- Sets the sender's latch when the transaction commits (never when it
@@ -376,22 +388,24 @@ LANGUAGE C STABLE;
 CREATE FUNCTION journey.member_business_ids()
 RETURNS uuid[]
 AS 'MODULE_PATHNAME', 'journey_member_business_ids'
-LANGUAGE C STABLE;
+LANGUAGE C STABLE
+SET search_path = pg_catalog, pg_temp;
 
 -- How a tenant signs up: creates a business with the caller as its member.
 -- SECURITY INVOKER: the C function resolves the member as the caller and
--- only then writes as the tables' owner (search_path pinned meanwhile).
+-- only then writes as the tables' owner.
 CREATE FUNCTION journey.create_business(p_name text,
                                         p_timezone text DEFAULT 'UTC',
                                         p_google_review_url text DEFAULT NULL)
 RETURNS uuid
 AS 'MODULE_PATHNAME', 'journey_create_business'
-LANGUAGE C VOLATILE;
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
 
 -- The sender worker's privileges, as a NOLOGIN group role: grant it to the
 -- LOGIN role named by journey.worker_role so the worker needs neither
--- superuser nor BYPASSRLS (see doc/multi-tenant.md).  Never grant it to a
--- tenant: its policies below see every business.
+-- superuser nor BYPASSRLS (README.md, "The sender worker's role").  Never
+-- grant it to a tenant: its policies below see every business.
 DO $do$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'journey_worker') THEN
@@ -563,13 +577,15 @@ GRANT SELECT ON journey.timeline TO journey_user;
 CREATE FUNCTION journey.schedule_executor(p_schedule text DEFAULT '* * * * *')
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'journey_schedule_executor'
-LANGUAGE C VOLATILE;
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
 
 -- Removes the journey-executor job; false when there was none.
 CREATE FUNCTION journey.unschedule_executor()
 RETURNS boolean
 AS 'MODULE_PATHNAME', 'journey_unschedule_executor'
-LANGUAGE C VOLATILE;
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
 
 -- ===================================================================
 -- PUBLIC gets nothing.  THIS MUST STAY THE LAST SECTION OF THE SCRIPT:

@@ -196,6 +196,16 @@ FROM pg_proc p
 WHERE p.pronamespace = 'journey'::regnamespace AND p.prosecdef
   AND NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%');
 
+-- Every function that runs queries pins search_path in its declaration:
+-- journey's one defence against capture.  Those listed run no query; a new
+-- function missing the pin shows up here.
+SELECT p.oid::regprocedure AS runs_no_query_so_unpinned
+FROM pg_proc p
+WHERE p.pronamespace = 'journey'::regnamespace
+  AND NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) c
+                  WHERE c = 'search_path=pg_catalog, pg_temp')
+ORDER BY 1::text;
+
 -- Every tenant table has an index leading with business_id (id for
 -- businesses), so the policies' "business_id = ANY (...)" is an index scan.
 SELECT c.relname AS table_without_business_index

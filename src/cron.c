@@ -39,7 +39,7 @@ pg_cron_installed_here(void)
 {
 	bool		installed;
 
-	if (SPI_execute("SELECT 1 FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'pg_cron'",
+	if (SPI_execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_cron'",
 					true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "pg_extension look-up failed");
 	installed = SPI_processed > 0;
@@ -122,8 +122,8 @@ journey_unschedule_executor(PG_FUNCTION_ARGS)
 	require_pg_cron(NULL);
 	values[0] = CStringGetTextDatum(EXECUTOR_JOB_NAME);
 	if (SPI_execute_with_args("SELECT cron.unschedule(jobid) FROM cron.job "
-							  "WHERE jobname OPERATOR(pg_catalog.=) $1 "
-							  "AND username OPERATOR(pg_catalog.=) CURRENT_USER",
+							  "WHERE jobname = $1 "
+							  "AND username = CURRENT_USER",
 							  1, types, values, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "cron.unschedule failed");
 	removed = SPI_processed > 0;
@@ -147,6 +147,7 @@ journey_object_access(ObjectAccessType access, Oid classId, Oid objectId,
 	{
 		Oid			types[2] = {TEXTOID, TEXTOID};
 		Datum		values[2];
+		int			pinned = journey_pin_search_path();
 
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
@@ -155,12 +156,13 @@ journey_object_access(ObjectAccessType access, Oid classId, Oid objectId,
 			values[0] = CStringGetTextDatum(EXECUTOR_JOB_NAME);
 			values[1] = CStringGetTextDatum(EXECUTOR_COMMAND);
 			if (SPI_execute_with_args("SELECT cron.unschedule(jobid) FROM cron.job "
-									  "WHERE jobname OPERATOR(pg_catalog.=) $1 "
-									  "AND command OPERATOR(pg_catalog.=) $2",
+									  "WHERE jobname = $1 "
+									  "AND command = $2",
 									  2, types, values, NULL, false, 0) != SPI_OK_SELECT)
 				elog(ERROR, "removing the journey-executor job failed");
 		}
 		SPI_finish();
+		journey_unpin_search_path(pinned);
 	}
 }
 

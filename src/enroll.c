@@ -41,23 +41,23 @@ PG_FUNCTION_INFO_V1(journey_stop_enrollment);
  * the number cancelled.
  */
 static const char *cancel_and_log_sql =
-"WITH stopped AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
-" pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5))"
+"WITH stopped AS (SELECT * FROM ROWS FROM (unnest($1), unnest($2),"
+" unnest($3), unnest($4), unnest($5))"
 "  AS s(id, business_id, step_index, reason, at)),"
 " cancelled AS ("
 "  UPDATE journey.messages m SET status = 'cancelled',"
-"   last_error = 'enrollment stopped: ' OPERATOR(pg_catalog.||) s.reason"
-"  FROM stopped s WHERE m.enrollment_id OPERATOR(pg_catalog.=) s.id"
-"  AND m.status OPERATOR(pg_catalog.=) 'queued'"
+"   last_error = 'enrollment stopped: ' || s.reason"
+"  FROM stopped s WHERE m.enrollment_id = s.id"
+"  AND m.status = 'queued'"
 "  RETURNING m.enrollment_id)"
 " INSERT INTO journey.enrollment_log"
 "  (business_id, enrollment_id, step_index, outcome, detail, at)"
 " SELECT s.business_id, s.id, s.step_index, 'stopped',"
-"  s.reason OPERATOR(pg_catalog.||) coalesce(' (' OPERATOR(pg_catalog.||) c.n"
-"   OPERATOR(pg_catalog.||) ' queued message(s) cancelled)', ''), s.at"
-" FROM stopped s LEFT JOIN (SELECT enrollment_id, pg_catalog.count(*) AS n"
+"  s.reason || coalesce(' (' || c.n"
+"   || ' queued message(s) cancelled)', ''), s.at"
+" FROM stopped s LEFT JOIN (SELECT enrollment_id, count(*) AS n"
 "  FROM cancelled GROUP BY enrollment_id) c"
-"  ON c.enrollment_id OPERATOR(pg_catalog.=) s.id";
+"  ON c.enrollment_id = s.id";
 
 static SPIPlanPtr cancel_and_log_plan = NULL;
 
@@ -125,9 +125,9 @@ journey_enroll_customer(PG_FUNCTION_ARGS)
 	values[0] = sequence_id;
 	if (journey_spi_kept(&plan_enroll_sequence, "SELECT s.business_id, s.status, s.allow_manual_enroll, s.reentry, "
 							  "coalesce((SELECT st.wait_ms FROM journey.sequence_steps st "
-							  "  WHERE st.sequence_id OPERATOR(pg_catalog.=) s.id "
-							  "  AND st.step_index OPERATOR(pg_catalog.=) 1), 0) "
-							  "FROM journey.sequences s WHERE s.id OPERATOR(pg_catalog.=) $1",
+							  "  WHERE st.sequence_id = s.id "
+							  "  AND st.step_index = 1), 0) "
+							  "FROM journey.sequences s WHERE s.id = $1",
 							  1, types, values, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "sequence look-up failed");
 	if (SPI_processed == 0)
@@ -152,8 +152,8 @@ journey_enroll_customer(PG_FUNCTION_ARGS)
 	 */
 	values[0] = customer_id;
 	values[1] = business_id;
-	if (journey_spi_kept(&plan_enroll_customer_check, "SELECT 1 FROM journey.customers WHERE id OPERATOR(pg_catalog.=) $1 "
-							  "AND business_id OPERATOR(pg_catalog.=) $2",
+	if (journey_spi_kept(&plan_enroll_customer_check, "SELECT 1 FROM journey.customers WHERE id = $1 "
+							  "AND business_id = $2",
 							  2, types, values, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "customer look-up failed");
 	if (SPI_processed == 0)
@@ -178,11 +178,11 @@ journey_enroll_customer(PG_FUNCTION_ARGS)
 	/* Idempotent: an active enrollment is the answer. */
 	values[0] = sequence_id;
 	values[1] = customer_id;
-	if (journey_spi_kept(&plan_enroll_existing, "SELECT id, status OPERATOR(pg_catalog.=) 'active' FROM journey.sequence_enrollments "
-							  "WHERE business_id OPERATOR(pg_catalog.=) $3 "
-							  "AND customer_id OPERATOR(pg_catalog.=) $2 "
-							  "AND sequence_id OPERATOR(pg_catalog.=) $1 "
-							  "ORDER BY status OPERATOR(pg_catalog.=) 'active' DESC LIMIT 1",
+	if (journey_spi_kept(&plan_enroll_existing, "SELECT id, status = 'active' FROM journey.sequence_enrollments "
+							  "WHERE business_id = $3 "
+							  "AND customer_id = $2 "
+							  "AND sequence_id = $1 "
+							  "ORDER BY status = 'active' DESC LIMIT 1",
 							  3, (Oid[]){UUIDOID, UUIDOID, UUIDOID},
 							  (Datum[]){sequence_id, customer_id, business_id}, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "enrollment look-up failed");
@@ -215,7 +215,7 @@ journey_enroll_customer(PG_FUNCTION_ARGS)
 							  "(business_id, sequence_id, customer_id, current_step_index, next_run_at, "
 							  " meta, enrolled_at) "
 							  "VALUES ($1, $2, $3, 1, $6, $4, $5) "
-							  "ON CONFLICT (sequence_id, customer_id) WHERE status OPERATOR(pg_catalog.=) 'active' "
+							  "ON CONFLICT (sequence_id, customer_id) WHERE status = 'active' "
 							  "DO NOTHING RETURNING id",
 							  6, types, values, NULL, false, 0) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "inserting the enrollment failed");
@@ -225,9 +225,9 @@ journey_enroll_customer(PG_FUNCTION_ARGS)
 	{
 		/* A concurrent call enrolled the customer first: return its enrollment. */
 		if (journey_spi_kept(&plan_enroll_active_id, "SELECT id FROM journey.sequence_enrollments "
-								  "WHERE sequence_id OPERATOR(pg_catalog.=) $2 "
-								  "AND customer_id OPERATOR(pg_catalog.=) $3 "
-								  "AND status OPERATOR(pg_catalog.=) 'active'",
+								  "WHERE sequence_id = $2 "
+								  "AND customer_id = $3 "
+								  "AND status = 'active'",
 								  3, types, values, NULL, false, 1) != SPI_OK_SELECT ||
 			SPI_processed == 0)
 			elog(ERROR, "concurrent enrollment vanished");
@@ -269,7 +269,7 @@ journey_stop_enrollment(PG_FUNCTION_ARGS)
 		elog(ERROR, "SPI_connect failed");
 	values[0] = enrollment_id;
 	values[1] = CStringGetTextDatum(reason);
-	if (journey_spi_kept(&plan_stop_lookup, "SELECT business_id FROM journey.sequence_enrollments WHERE id OPERATOR(pg_catalog.=) $1",
+	if (journey_spi_kept(&plan_stop_lookup, "SELECT business_id FROM journey.sequence_enrollments WHERE id = $1",
 							  2, types, values, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "enrollment look-up failed");
 	if (SPI_processed == 0)
@@ -284,8 +284,8 @@ journey_stop_enrollment(PG_FUNCTION_ARGS)
 
 	if (journey_spi_kept(&plan_stop, "WITH stopped AS ("
 							  " UPDATE journey.sequence_enrollments SET status = 'stopped', stop_reason = $2,"
-							  "  finished_at = pg_catalog.now(), next_run_at = NULL"
-							  " WHERE id OPERATOR(pg_catalog.=) $1 AND status OPERATOR(pg_catalog.=) 'active'"
+							  "  finished_at = now(), next_run_at = NULL"
+							  " WHERE id = $1 AND status = 'active'"
 							  " RETURNING id, business_id, current_step_index, stop_reason, finished_at) "
 							  JOURNEY_STOPPED_ARRAYS_SELECT,
 							  2, types, values, NULL, false, 0) != SPI_OK_SELECT)

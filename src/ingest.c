@@ -35,8 +35,8 @@ static SPIPlanPtr plan_customer_upsert = NULL;
 static SPIPlanPtr plan_event_by_key = NULL;
 /* Run before and after the insert; one text, so one plan serves both. */
 static const char *event_by_key_sql =
-"SELECT id FROM journey.events WHERE business_id OPERATOR(pg_catalog.=) $1 "
-"AND idempotency_key OPERATOR(pg_catalog.=) $5";
+"SELECT id FROM journey.events WHERE business_id = $1 "
+"AND idempotency_key = $5";
 static SPIPlanPtr plan_event_insert = NULL;
 
 PG_FUNCTION_INFO_V1(journey_ingest_event);
@@ -115,10 +115,10 @@ resolve_customer(Datum business_id, Jsonb *customer, MemoryContext cxt)
 	 * the error tells nobody another tenant's ids.
 	 */
 	if (journey_spi_kept(id != NULL ? &plan_customer_by_id : &plan_customer_by_external_id, id != NULL ?
-							  "SELECT id FROM journey.customers WHERE business_id OPERATOR(pg_catalog.=) $1 "
-							  "AND id OPERATOR(pg_catalog.=) $2" :
-							  "SELECT id FROM journey.customers WHERE business_id OPERATOR(pg_catalog.=) $1 "
-							  "AND external_id OPERATOR(pg_catalog.=) $3",
+							  "SELECT id FROM journey.customers WHERE business_id = $1 "
+							  "AND id = $2" :
+							  "SELECT id FROM journey.customers WHERE business_id = $1 "
+							  "AND external_id = $3",
 							  3, types, values, nulls, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "customer look-up failed");
 	if (SPI_processed == 0 && id != NULL)
@@ -175,8 +175,8 @@ resolve_customer(Datum business_id, Jsonb *customer, MemoryContext cxt)
 									  "phone = CASE WHEN $7 THEN $8 ELSE phone END, "
 									  "timezone = CASE WHEN $9 THEN $10 ELSE timezone END, "
 									  "attributes = CASE WHEN $11 IS NULL THEN attributes "
-									  "  ELSE attributes OPERATOR(pg_catalog.||) $11 END "
-									  "WHERE id OPERATOR(pg_catalog.=) $1 "
+									  "  ELSE attributes || $11 END "
+									  "WHERE id = $1 "
 									  "AND ($3 OR $5 OR $7 OR $9 OR $11 IS NOT NULL)",
 									  11, t, vals, nls, false, 0) != SPI_OK_UPDATE)
 				elog(ERROR, "updating the customer failed");
@@ -218,7 +218,7 @@ resolve_customer(Datum business_id, Jsonb *customer, MemoryContext cxt)
 									  "email = coalesce(EXCLUDED.email, c.email), "
 									  "phone = coalesce(EXCLUDED.phone, c.phone), "
 									  "timezone = coalesce(EXCLUDED.timezone, c.timezone), "
-									  "attributes = c.attributes OPERATOR(pg_catalog.||) EXCLUDED.attributes "
+									  "attributes = c.attributes || EXCLUDED.attributes "
 									  "RETURNING id",
 									  7, t, vals, nls, false, 0) != SPI_OK_INSERT_RETURNING)
 				elog(ERROR, "creating the customer failed");

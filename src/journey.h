@@ -58,6 +58,21 @@ extern JsonbValue *journey_jsonb_get(Jsonb *obj, const char *key);
 /* True when name is a time zone the tz database knows. */
 extern bool journey_timezone_is_valid(const char *name);
 
+/*
+ * The search_path every journey query runs with.  Every SQL-callable
+ * function that runs queries pins it in its declaration (SET search_path);
+ * the two entry points that have no declaration pin it in C: the sender
+ * worker for its whole life, the DROP EXTENSION hook with
+ * journey_pin_search_path.  It is journey's one defence against a schema
+ * of the caller's capturing an unqualified name, so queries are written
+ * plainly.
+ */
+#define JOURNEY_SEARCH_PATH "pg_catalog, pg_temp"
+
+/* Pins JOURNEY_SEARCH_PATH until journey_unpin_search_path(the result). */
+extern int	journey_pin_search_path(void);
+extern void journey_unpin_search_path(int nestlevel);
+
 /* Adds milliseconds to a timestamp, raising 22008 on overflow. */
 extern TimestampTz journey_timestamp_add_ms(TimestampTz ts, int64 ms);
 
@@ -113,7 +128,6 @@ typedef struct JourneyUserSwitch
 {
 	Oid			userid;
 	int			sec_context;
-	int			guc_nestlevel;	/* search_path is pinned while the owner acts */
 } JourneyUserSwitch;
 
 /* The role owning the journey tables. */
@@ -121,8 +135,7 @@ extern Oid	journey_tables_owner(void);
 
 /*
  * Runs what follows as the tables' owner (row-level security does not bind
- * it), with search_path pinned to "pg_catalog, pg_temp", until
- * journey_restore_user; an error in between restores the caller through
+ * it) until journey_restore_user; an error in between restores the caller through
  * (sub)transaction abort.  Check membership before switching, and restore
  * in the reverse order of switching.
  */

@@ -31,7 +31,6 @@
 typedef struct JourneySenderSlot
 {
 	Oid			dboid;			/* database served; InvalidOid when free */
-	pid_t		pid;			/* running sender, 0 when none */
 	Latch	   *latch;			/* its latch, set to wake it */
 	bool		stop_requested; /* leave the database (it is being dropped) */
 	TimestampTz stop_requested_at;
@@ -50,7 +49,7 @@ extern JourneySenderShmem *journey_sender_shmem;
 extern void journey_sender_shmem_register(void);
 
 /*
- * shmem.c: publishes this sender's pid and latch in its slot until it
+ * shmem.c: publishes this sender's latch in its slot until it
  * exits; a sender never wakes itself at commit.
  */
 extern void journey_sender_attach(int slot);

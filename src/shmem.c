@@ -75,7 +75,6 @@ static void
 sender_detach(int code, Datum arg)
 {
 	SpinLockAcquire(&journey_sender_shmem->mutex);
-	journey_sender_shmem->slots[attached_slot].pid = 0;
 	journey_sender_shmem->slots[attached_slot].latch = NULL;
 	SpinLockRelease(&journey_sender_shmem->mutex);
 }
@@ -143,7 +142,6 @@ journey_sender_attach(int slot)
 	attached_slot = slot;
 	am_sender = true;
 	SpinLockAcquire(&journey_sender_shmem->mutex);
-	journey_sender_shmem->slots[slot].pid = MyProcPid;
 	journey_sender_shmem->slots[slot].latch = MyLatch;
 	SpinLockRelease(&journey_sender_shmem->mutex);
 	before_shmem_exit(sender_detach, (Datum) 0);

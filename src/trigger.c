@@ -41,12 +41,12 @@ PG_FUNCTION_INFO_V1(journey_match_events);
  */
 #define EXIT_EVENTS_CTE \
 	"exit_events AS MATERIALIZED (" \
-	" SELECT e.business_id, e.customer_id, e.event_type, pg_catalog.max(e.occurred_at) AS last_at" \
+	" SELECT e.business_id, e.customer_id, e.event_type, max(e.occurred_at) AS last_at" \
 	" FROM journey_new_events e" \
 	" JOIN (SELECT DISTINCT s.business_id, t.type FROM journey.sequences s" \
-	"       CROSS JOIN LATERAL pg_catalog.unnest(s.exit_event_types) AS t(type)) x" \
-	"   ON x.business_id OPERATOR(pg_catalog.=) e.business_id" \
-	"  AND x.type OPERATOR(pg_catalog.=) e.event_type" \
+	"       CROSS JOIN LATERAL unnest(s.exit_event_types) AS t(type)) x" \
+	"   ON x.business_id = e.business_id" \
+	"  AND x.type = e.event_type" \
 	" WHERE e.customer_id IS NOT NULL" \
 	" GROUP BY e.business_id, e.customer_id, e.event_type)"
 
@@ -61,15 +61,15 @@ static const char *stop_sql =
 "WITH " EXIT_EVENTS_CTE ","
 " stopped AS ("
 "  UPDATE journey.sequence_enrollments en SET status = 'stopped',"
-"   stop_reason = 'exit_event:' OPERATOR(pg_catalog.||) ex.event_type,"
+"   stop_reason = 'exit_event:' || ex.event_type,"
 "   finished_at = ex.last_at, last_event_at = ex.last_at, next_run_at = NULL"
 "  FROM exit_events ex JOIN journey.sequences s"
-"   ON s.business_id OPERATOR(pg_catalog.=) ex.business_id"
-"  AND ex.event_type OPERATOR(pg_catalog.=) ANY (s.exit_event_types)"
-"  WHERE en.business_id OPERATOR(pg_catalog.=) ex.business_id"
-"  AND en.customer_id OPERATOR(pg_catalog.=) ex.customer_id"
-"  AND en.sequence_id OPERATOR(pg_catalog.=) s.id"
-"  AND en.status OPERATOR(pg_catalog.=) 'active'"
+"   ON s.business_id = ex.business_id"
+"  AND ex.event_type = ANY (s.exit_event_types)"
+"  WHERE en.business_id = ex.business_id"
+"  AND en.customer_id = ex.customer_id"
+"  AND en.sequence_id = s.id"
+"  AND en.status = 'active'"
 "  RETURNING en.id, en.business_id, en.current_step_index, en.stop_reason, en.finished_at)"
 " " JOURNEY_STOPPED_ARRAYS_SELECT;
 
@@ -80,35 +80,35 @@ static const char *enroll_sql =
 "   s.id AS sequence_id, s.business_id, e.customer_id, e.id AS event_id, e.event_type,"
 "   e.occurred_at, e.payload, s.reentry, s.exit_event_types"
 "  FROM journey_new_events e"
-"  JOIN journey.sequences s ON s.business_id OPERATOR(pg_catalog.=) e.business_id"
-"   AND s.trigger_event_type OPERATOR(pg_catalog.=) e.event_type"
-"   AND s.status OPERATOR(pg_catalog.=) 'active'"
+"  JOIN journey.sequences s ON s.business_id = e.business_id"
+"   AND s.trigger_event_type = e.event_type"
+"   AND s.status = 'active'"
 "  WHERE e.customer_id IS NOT NULL"
 "  ORDER BY s.id, e.customer_id, e.occurred_at, e.id),"
 " enrolled AS ("
 "  INSERT INTO journey.sequence_enrollments (business_id, sequence_id, customer_id,"
 "   current_step_index, next_run_at, last_event_at, meta, enrolled_at, trigger_event_id)"
 "  SELECT c.business_id, c.sequence_id, c.customer_id, 1,"
-"   c.occurred_at OPERATOR(pg_catalog.+) (coalesce(st.wait_ms, 0)::pg_catalog.float8"
-"    OPERATOR(pg_catalog.*) interval '1 millisecond'),"
-"   c.occurred_at, pg_catalog.jsonb_build_object('event', c.payload), c.occurred_at, c.event_id"
+"   c.occurred_at + (coalesce(st.wait_ms, 0)::float8"
+"    * interval '1 millisecond'),"
+"   c.occurred_at, jsonb_build_object('event', c.payload), c.occurred_at, c.event_id"
 "  FROM candidates c"
-"  LEFT JOIN journey.sequence_steps st ON st.sequence_id OPERATOR(pg_catalog.=) c.sequence_id"
-"   AND st.step_index OPERATOR(pg_catalog.=) 1"
-"  WHERE (c.reentry OPERATOR(pg_catalog.=) 'after_exit' OR NOT EXISTS ("
+"  LEFT JOIN journey.sequence_steps st ON st.sequence_id = c.sequence_id"
+"   AND st.step_index = 1"
+"  WHERE (c.reentry = 'after_exit' OR NOT EXISTS ("
 "    SELECT 1 FROM journey.sequence_enrollments x"
-"    WHERE x.business_id OPERATOR(pg_catalog.=) c.business_id"
-"    AND x.customer_id OPERATOR(pg_catalog.=) c.customer_id"
-"    AND x.sequence_id OPERATOR(pg_catalog.=) c.sequence_id))"
+"    WHERE x.business_id = c.business_id"
+"    AND x.customer_id = c.customer_id"
+"    AND x.sequence_id = c.sequence_id))"
 "  AND NOT EXISTS ("
 "    SELECT 1 FROM exit_events ex"
-"    WHERE ex.business_id OPERATOR(pg_catalog.=) c.business_id"
-"    AND ex.customer_id OPERATOR(pg_catalog.=) c.customer_id"
-"    AND ex.event_type OPERATOR(pg_catalog.=) ANY (c.exit_event_types)"
-"    AND ex.last_at OPERATOR(pg_catalog.>=) c.occurred_at)"
-"  ON CONFLICT (sequence_id, customer_id) WHERE status OPERATOR(pg_catalog.=) 'active' DO NOTHING"
+"    WHERE ex.business_id = c.business_id"
+"    AND ex.customer_id = c.customer_id"
+"    AND ex.event_type = ANY (c.exit_event_types)"
+"    AND ex.last_at >= c.occurred_at)"
+"  ON CONFLICT (sequence_id, customer_id) WHERE status = 'active' DO NOTHING"
 "  RETURNING 1)"
-" SELECT pg_catalog.count(*) FROM enrolled";
+" SELECT count(*) FROM enrolled";
 
 static SPIPlanPtr stop_plan = NULL;
 static SPIPlanPtr enroll_plan = NULL;

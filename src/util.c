@@ -19,6 +19,7 @@
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/datetime.h"
+#include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
@@ -132,6 +133,27 @@ journey_timestamp_add_ms(TimestampTz ts, int64 ms)
 						   (long long) ms),
 				 errhint("Use a smaller wait_ms.")));
 	return result;
+}
+
+/*
+ * As a function's SET clause does: an error before the unpin is undone by
+ * (sub)transaction abort.
+ */
+int
+journey_pin_search_path(void)
+{
+	int			nestlevel = NewGUCNestLevel();
+
+	(void) set_config_option("search_path", JOURNEY_SEARCH_PATH,
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	return nestlevel;
+}
+
+void
+journey_unpin_search_path(int nestlevel)
+{
+	AtEOXact_GUC(true, nestlevel);
 }
 
 /*

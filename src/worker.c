@@ -82,19 +82,19 @@ static SPIPlanPtr result_plan;
 "  CROSS JOIN LATERAL (" \
 "   SELECT p.kind, p.endpoint, p.from_address, p.credentials, p.settings" \
 "    FROM journey.providers p" \
-"   WHERE p.enabled AND p.channel OPERATOR(pg_catalog.=) m.channel" \
-"     AND (p.business_id OPERATOR(pg_catalog.=) m.business_id OR p.business_id IS NULL)" \
+"   WHERE p.enabled AND p.channel = m.channel" \
+"     AND (p.business_id = m.business_id OR p.business_id IS NULL)" \
 "   ORDER BY p.business_id NULLS LAST LIMIT 1) p" \
-" WHERE m.status OPERATOR(pg_catalog.=) 'queued' " extra \
-"   AND m.send_after OPERATOR(pg_catalog.<=) pg_catalog.now()" \
+" WHERE m.status = 'queued' " extra \
+"   AND m.send_after <= now()" \
 " ORDER BY m.send_after LIMIT $1" \
 " FOR UPDATE OF m SKIP LOCKED)" \
 " UPDATE journey.messages m" \
-"    SET status = 'sending', attempts = m.attempts OPERATOR(pg_catalog.+) 1," \
+"    SET status = 'sending', attempts = m.attempts + 1," \
 "        claimed_by = $2," \
-"        lease_expires_at = pg_catalog.now() OPERATOR(pg_catalog.+)" \
-"          ($3 OPERATOR(pg_catalog.*) interval '1 millisecond')" \
-"   FROM due WHERE m.id OPERATOR(pg_catalog.=) due.id" \
+"        lease_expires_at = now() +" \
+"          ($3 * interval '1 millisecond')" \
+"   FROM due WHERE m.id = due.id" \
 " RETURNING m.id, m.attempts, m.business_id::text, m.customer_id::text," \
 "   m.enrollment_id::text, m.sequence_id::text, m.step_index::text, m.channel," \
 "   m.message_purpose, m.to_address, m.subject, m.body, due.kind, due.endpoint," \
@@ -104,7 +104,7 @@ static const char *claim_sql = CLAIM_SQL("");
 
 /* The same, among the messages $4 only (those taken back after a crash). */
 static const char *claim_ids_sql =
-CLAIM_SQL(" AND m.id OPERATOR(pg_catalog.=) ANY ($4)");
+CLAIM_SQL(" AND m.id = ANY ($4)");
 
 /* The columns of CLAIM_SQL's RETURNING list, in its order (SPI counts from 1). */
 typedef enum ClaimColumn
@@ -136,68 +136,68 @@ typedef enum ClaimColumn
  * whose attempts are used up fails instead: it may be what killed a sender.
  */
 #define RECLAIM_SET \
-" SET status = CASE WHEN attempts OPERATOR(pg_catalog.>=) $2 THEN 'failed' ELSE 'queued' END," \
-"     last_error = CASE WHEN attempts OPERATOR(pg_catalog.>=) $2" \
-"       THEN 'sender stopped during the last allowed attempt (' OPERATOR(pg_catalog.||) attempts OPERATOR(pg_catalog.||) ' attempts); the provider may have received it'" \
+" SET status = CASE WHEN attempts >= $2 THEN 'failed' ELSE 'queued' END," \
+"     last_error = CASE WHEN attempts >= $2" \
+"       THEN 'sender stopped during the last allowed attempt (' || attempts || ' attempts); the provider may have received it'" \
 "       ELSE COALESCE(last_error, 'sender stopped during delivery; sent again') END," \
 "     lease_expires_at = NULL, claimed_by = NULL"
 
 static const char *reclaim_own_sql =
 "WITH r AS (UPDATE journey.messages" RECLAIM_SET
-" WHERE status OPERATOR(pg_catalog.=) 'sending' AND claimed_by OPERATOR(pg_catalog.=) $1"
+" WHERE status = 'sending' AND claimed_by = $1"
 " RETURNING id, status)"
-" SELECT pg_catalog.count(*), pg_catalog.array_agg(id) FILTER (WHERE status OPERATOR(pg_catalog.=) 'queued') FROM r";
+" SELECT count(*), array_agg(id) FILTER (WHERE status = 'queued') FROM r";
 /* Its columns: how many were put back, and the ids queued again. */
 #define RECLAIM_COUNT 1
 #define RECLAIM_QUEUED_IDS 2
 
 static const char *reclaim_expired_sql =
 "UPDATE journey.messages" RECLAIM_SET
-" WHERE status OPERATOR(pg_catalog.=) 'sending'"
-"   AND lease_expires_at OPERATOR(pg_catalog.<) pg_catalog.now()";
+" WHERE status = 'sending'"
+"   AND lease_expires_at < now()";
 
 static const char *next_due_sql =
 "SELECT LEAST("
-" (SELECT pg_catalog.min(send_after) FROM journey.messages"
-"   WHERE status OPERATOR(pg_catalog.=) 'queued' AND send_after OPERATOR(pg_catalog.>) pg_catalog.now()),"
-" (SELECT pg_catalog.min(lease_expires_at) FROM journey.messages"
-"   WHERE status OPERATOR(pg_catalog.=) 'sending'))";
+" (SELECT min(send_after) FROM journey.messages"
+"   WHERE status = 'queued' AND send_after > now()),"
+" (SELECT min(lease_expires_at) FROM journey.messages"
+"   WHERE status = 'sending'))";
 
 static const char *no_provider_sql =
-"SELECT pg_catalog.count(*), pg_catalog.string_agg(DISTINCT channel, ', ')"
+"SELECT count(*), string_agg(DISTINCT channel, ', ')"
 " FROM (SELECT m.channel FROM journey.messages m"
-"  WHERE m.status OPERATOR(pg_catalog.=) 'queued'"
-"    AND m.send_after OPERATOR(pg_catalog.<=) pg_catalog.now()"
+"  WHERE m.status = 'queued'"
+"    AND m.send_after <= now()"
 "    AND NOT EXISTS (SELECT 1 FROM journey.providers p"
-"      WHERE p.enabled AND p.channel OPERATOR(pg_catalog.=) m.channel"
-"        AND (p.business_id OPERATOR(pg_catalog.=) m.business_id OR p.business_id IS NULL))"
+"      WHERE p.enabled AND p.channel = m.channel"
+"        AND (p.business_id = m.business_id OR p.business_id IS NULL))"
 "  LIMIT 100000) s";
 
 static const char *result_sql =
 "WITH r AS ("
-" SELECT * FROM ROWS FROM (pg_catalog.unnest($1::bigint[]), pg_catalog.unnest($2::text[]),"
-"   pg_catalog.unnest($3::text[]), pg_catalog.unnest($4::text[]), pg_catalog.unnest($5::bigint[]))"
+" SELECT * FROM ROWS FROM (unnest($1::bigint[]), unnest($2::text[]),"
+"   unnest($3::text[]), unnest($4::text[]), unnest($5::bigint[]))"
 "   AS r(id, status, err, pmid, delay_ms)),"
 " upd AS ("
 " UPDATE journey.messages m"
 "    SET status = r.status,"
 "        last_error = COALESCE(r.err, m.last_error),"
 "        provider_message_id = COALESCE(r.pmid, m.provider_message_id),"
-"        sent_at = CASE WHEN r.status OPERATOR(pg_catalog.=) 'sent' THEN pg_catalog.now() END,"
-"        send_after = CASE WHEN r.status OPERATOR(pg_catalog.=) 'queued'"
-"          THEN pg_catalog.now() OPERATOR(pg_catalog.+) (r.delay_ms OPERATOR(pg_catalog.*) interval '1 millisecond')"
+"        sent_at = CASE WHEN r.status = 'sent' THEN now() END,"
+"        send_after = CASE WHEN r.status = 'queued'"
+"          THEN now() + (r.delay_ms * interval '1 millisecond')"
 "          ELSE m.send_after END,"
 "        lease_expires_at = NULL, claimed_by = NULL"
 "   FROM r"
-"  WHERE m.id OPERATOR(pg_catalog.=) r.id AND m.status OPERATOR(pg_catalog.=) 'sending'"
-"    AND m.claimed_by OPERATOR(pg_catalog.=) $6"
+"  WHERE m.id = r.id AND m.status = 'sending'"
+"    AND m.claimed_by = $6"
 " RETURNING m.business_id, m.customer_id, m.status, m.message_purpose, m.sent_at)"
 " UPDATE journey.customers c SET last_review_request_at = u.sent_at"
 "   FROM upd u"
-"  WHERE u.status OPERATOR(pg_catalog.=) 'sent'"
-"    AND u.message_purpose OPERATOR(pg_catalog.=) 'review_request'"
-"    AND c.id OPERATOR(pg_catalog.=) u.customer_id"
-"    AND c.business_id OPERATOR(pg_catalog.=) u.business_id";
+"  WHERE u.status = 'sent'"
+"    AND u.message_purpose = 'review_request'"
+"    AND c.id = u.customer_id"
+"    AND c.business_id = u.business_id";
 
 static void
 prepare_plans(void)
@@ -697,6 +697,8 @@ journey_sender_main(Datum main_arg)
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnectionByOid(DatumGetObjectId(main_arg), args.roleoid, 0);
 	pgstat_report_appname("journey sender");
+	/* No declaration pins it for a worker: pinned for the sender's life. */
+	SetConfigOption("search_path", JOURNEY_SEARCH_PATH, PGC_SUSET, PGC_S_OVERRIDE);
 
 	journey_sender_attach(my_slot);
 
