@@ -338,7 +338,7 @@ CREATE TRIGGER events_match AFTER INSERT ON journey.events
 -- Executor (src/executor.c, src/timewindow.c, src/branch.c)
 -- ===================================================================
 
--- Runs due enrollments as of p_as_of (SPEC section 4); pg_cron calls it
+-- Runs due enrollments as of p_as_of, each step by its kind; pg_cron calls it
 -- every minute.  One call is one transaction: up to p_batch_size
 -- enrollments, claimed FOR UPDATE SKIP LOCKED so callers may overlap.
 -- search_path is pinned: its kept plans resolve names and operators once;

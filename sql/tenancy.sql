@@ -1,4 +1,4 @@
--- Tenancy and security (SPEC section 6): privileges, row-level security,
+-- Tenancy and security: privileges, row-level security,
 -- create_business, and a hostile tenant refused at every table.
 --
 -- The regression server's session_user is the bootstrap superuser, which
@@ -53,27 +53,7 @@ BEGIN
     RETURN true;
 END
 $$;
--- A fingerprint of one business's rows in every journey table, to show
--- that refused attempts wrote nothing.
-CREATE FUNCTION regress_tenancy.fingerprint(p_business uuid) RETURNS text
-LANGUAGE plpgsql AS $$
-DECLARE
-    t text;
-    acc text := '';
-    h text;
-BEGIN
-    FOR t IN SELECT c.relname FROM pg_class c
-             WHERE c.relnamespace = 'journey'::regnamespace AND c.relkind = 'r'
-             ORDER BY 1 LOOP
-        EXECUTE format('SELECT md5(coalesce(string_agg(x::text, '','' ORDER BY x::text), '''')) '
-                       'FROM journey.%I x '
-                       'WHERE coalesce(to_jsonb(x)->>''business_id'', to_jsonb(x)->>''id'') = $1::text', t)
-            INTO h USING p_business;
-        acc := acc || t || '=' || h || ';';
-    END LOOP;
-    RETURN md5(acc);
-END
-$$;
+\i test/sql/helpers.sql
 
 -- ===================================================================
 -- The privilege model, read from the catalogs
@@ -277,7 +257,7 @@ VALUES (:'business_b', '00000000-0000-0000-0000-0000000000e1', 1, 'queued', '203
 INSERT INTO journey.providers (business_id, channel, kind, endpoint, credentials)
 VALUES (:'business_b', 'email', 'webhook', 'https://hooks.example.com/b', 'secret-token-b');
 SELECT id AS customer_b FROM journey.customers WHERE external_id = 'b-1' \gset
-SELECT regress_tenancy.fingerprint(:'business_b') AS before_attacks \gset
+SELECT pg_temp.fingerprint(:'business_b') AS before_attacks \gset
 
 -- ===================================================================
 -- A hostile tenant (A) against B.  Each line is one attempt; reads
@@ -434,8 +414,8 @@ SELECT regress_tenancy.try(format(
 SELECT regress_tenancy.try(format(
     'SELECT journey.stop_enrollment(%L, ''mine now'')',
     '00000000-0000-0000-0000-0000000000e1')) AS stop_theirs;
--- Own objects mixed with B's: SPEC section 3 answers 22023 for a customer
--- of another business (the call writes nothing either).
+-- Own objects mixed with B's: a customer of another business answers
+-- 22023, as a missing one does (the call writes nothing either).
 SELECT journey.create_sequence(:'business_a',
     '{"name": "Alpha thanks", "status": "active", "allow_manual_enroll": true,
       "trigger_event_type": "invoice_paid", "exit_event_types": ["review_left"],
@@ -525,7 +505,7 @@ DROP FUNCTION pg_temp.gen_random_uuid();
 RESET ROLE;
 
 -- Nothing of B changed, and A's refused writes left no trace.
-SELECT regress_tenancy.fingerprint(:'business_b') = :'before_attacks' AS b_untouched;
+SELECT pg_temp.fingerprint(:'business_b') = :'before_attacks' AS b_untouched;
 SELECT count(*) AS b_customers, bool_and(email = 'betty@example.com') AS email_kept
 FROM journey.customers WHERE business_id = :'business_b';
 SELECT (SELECT count(*) FROM journey.business_members WHERE business_id = :'business_b') AS b_members,
