@@ -34,7 +34,9 @@ REGRESS_OPTS = --inputdir=. --load-extension=plpgsql
 TAP_TESTS = 1
 PROVE_TESTS = test/t/*.pl
 
-PG_CPPFLAGS = -I$(srcdir)/src -std=gnu99
+# JOURNEY_VERSION (the HTTP User-Agent) comes from EXTVERSION, so it never
+# goes stale.
+PG_CPPFLAGS = -I$(srcdir)/src -std=gnu99 -DJOURNEY_VERSION='"$(EXTVERSION)"'
 SHLIB_LINK = -lcurl
 
 PG_CONFIG ?= pg_config

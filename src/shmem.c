@@ -104,7 +104,11 @@ wake_xact_callback(XactEvent event, void *arg)
 
 			/* A stale latch is harmless: SetLatch checks its owner. */
 			if (s->dboid == MyDatabaseId && s->latch != NULL)
+			{
+				/* What a test waits for: the wake-up was sent, and when. */
+				elog(DEBUG1, "journey wakes the sender of this database at commit");
 				SetLatch(s->latch);
+			}
 		}
 	}
 	else if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)

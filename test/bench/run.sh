@@ -167,7 +167,7 @@ BEGIN
 END
 \$\$"
 
-# The all-send floor and row-by-row references, from executor.sh: the same
+# The all-send floor and row-by-row references, hand-written SQL: the same
 # rows in messages, enrollment_log and sequence_enrollments as journey
 # writes (checked below), rendering hard-coded for this one template.
 DUE_ROWS="SELECT e.id, e.business_id, e.sequence_id, e.customer_id, c.email, c.full_name,

@@ -2,20 +2,16 @@
 # and a crash (immediate stop) of the server, byte for byte.
 use strict;
 use warnings;
+use FindBin;
+use lib $FindBin::Bin;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use JourneyTest;
 
-my $node = PostgreSQL::Test::Cluster->new('engine');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'journey'
-journey.database_name = 'postgres'
-});
-$node->start;
+my $node = journey_node('engine');
 
 $node->safe_psql('postgres', q{
-CREATE EXTENSION journey;
 INSERT INTO journey.businesses (id, name, timezone)
 VALUES ('00000000-0000-0000-0000-0000000000b1', 'Pipe Dreams', 'America/New_York');
 SELECT journey.create_sequence('00000000-0000-0000-0000-0000000000b1', '{

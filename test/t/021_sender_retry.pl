@@ -10,7 +10,7 @@ use lib $FindBin::Bin;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use SenderTest;
+use JourneyTest;
 
 my ($port, $log, $sink) = start_sink('http_sink.py', 'retry');
 my $node = sender_node('retry', "journey.max_attempts = 4\n");

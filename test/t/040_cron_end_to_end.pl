@@ -9,7 +9,7 @@ use lib $FindBin::Bin;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use SenderTest;
+use JourneyTest;
 
 my $node = sender_node('cron', qq{
 shared_preload_libraries = 'pg_cron,journey'
