@@ -70,6 +70,7 @@ journey_sender_shmem_register(void)
 /* ---------- a sender's slot ---------- */
 
 static int	attached_slot = -1;
+static bool am_sender = false;	/* a sender never wakes itself */
 
 static void
 sender_detach(int code, Datum arg)
@@ -79,11 +80,21 @@ sender_detach(int code, Datum arg)
 	SpinLockRelease(&journey_sender_shmem->mutex);
 }
 
+void
+journey_sender_attach(int slot)
+{
+	attached_slot = slot;
+	am_sender = true;
+	SpinLockAcquire(&journey_sender_shmem->mutex);
+	journey_sender_shmem->slots[slot].latch = MyLatch;
+	SpinLockRelease(&journey_sender_shmem->mutex);
+	before_shmem_exit(sender_detach, (Datum) 0);
+}
+
 /* ---------- waking the sender at commit (any backend) ---------- */
 
 static bool wake_callback_registered = false;
 static bool wake_pending = false;
-static bool am_sender = false;	/* a sender never wakes itself */
 
 static void
 wake_xact_callback(XactEvent event, void *arg)
@@ -138,15 +149,4 @@ journey_wake_sender(PG_FUNCTION_ARGS)
 				 errmsg("journey.wake_sender() must be called as a trigger")));
 	journey_sender_wake_at_commit();
 	return PointerGetDatum(NULL);
-}
-
-void
-journey_sender_attach(int slot)
-{
-	attached_slot = slot;
-	am_sender = true;
-	SpinLockAcquire(&journey_sender_shmem->mutex);
-	journey_sender_shmem->slots[slot].latch = MyLatch;
-	SpinLockRelease(&journey_sender_shmem->mutex);
-	before_shmem_exit(sender_detach, (Datum) 0);
 }
