@@ -20,6 +20,10 @@ OBJS = \
 	src/providers.o \
 	src/transport.o \
 	src/worker.o \
+	src/backup.o \
+	src/health.o \
+	src/erasure.o \
+	src/retention.o \
 	src/launcher.o
 
 DATA = $(wildcard journey--*.sql)

@@ -56,7 +56,8 @@ is($json->{purpose}, 'review_request', 'purpose');
 is($json->{business_id}, $b, 'business_id');
 is($json->{customer_id}, $c, 'customer_id');
 ok(exists $json->{enrollment_id}, 'enrollment_id present (null)');
-is($req->{headers}{'Idempotency-Key'}, $id, 'Idempotency-Key is the message id');
+is($req->{headers}{'Idempotency-Key'}, idempotency_key($node, $id),
+	'Idempotency-Key is the installation id and the message id');
 is($req->{headers}{'Authorization'}, 'Bearer default-token-123', 'bearer credentials');
 is($req->{headers}{'Content-Type'}, 'application/json', 'content type');
 
