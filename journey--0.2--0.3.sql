@@ -109,6 +109,17 @@ REVOKE ALL ON FUNCTION journey.installation_replace(), journey.purge(interval, t
     journey.forget_customer(uuid, uuid) FROM PUBLIC;
 REVOKE ALL ON journey.installation, journey.queue_stats FROM PUBLIC;
 
+-- DROP EXTENSION removes the pg_cron job also in a session that never
+-- loaded the library (src/cron.c).
+CREATE FUNCTION journey.drop_cron_job()
+RETURNS event_trigger
+AS 'MODULE_PATHNAME', 'journey_drop_cron_job'
+LANGUAGE C;
+REVOKE ALL ON FUNCTION journey.drop_cron_job() FROM PUBLIC;
+CREATE EVENT TRIGGER journey_drop_cron_job ON ddl_command_start
+    WHEN TAG IN ('DROP EXTENSION')
+    EXECUTE FUNCTION journey.drop_cron_job();
+
 -- pg_dump and pg_dumpall keep every row of every table and the position of
 -- every identity sequence.  Loading the dump replays nothing: see
 -- journey_loading_dump (src/backup.c).
