@@ -64,7 +64,7 @@ is($req->{headers}{'Content-Type'}, 'application/json', 'content type');
 is($node->safe_psql('postgres',
 	"SELECT provider_message_id, sent_at IS NOT NULL, attempts, lease_expires_at IS NULL, claimed_by IS NULL
 	 FROM journey.messages WHERE id = $id"),
-	"wh-$id|t|1|t|t", 'provider id from the response, sent_at, one attempt, lease cleared');
+	"wh-" . idempotency_key($node, $id) . "|t|1|t|t", 'provider id from the response, sent_at, one attempt, lease cleared');
 is($node->safe_psql('postgres',
 	"SELECT last_review_request_at IS NOT NULL FROM journey.customers WHERE id = '$c'"),
 	't', 'review_request sets last_review_request_at');

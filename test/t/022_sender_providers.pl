@@ -52,7 +52,7 @@ ok(wait_for($node,
 	"SELECT count(*) FROM journey.messages WHERE id IN ($wait1, $wait2) AND status = 'sent'", '2'),
 	'twilio: the waiting messages are sent once a provider exists');
 is($node->safe_psql('postgres', "SELECT provider_message_id FROM journey.messages WHERE id = $wait1"),
-	"SM$wait1", 'twilio: the returned sid is the provider_message_id');
+	"SM" . idempotency_key($node, $wait1), 'twilio: the returned sid is the provider_message_id');
 my ($tw) = grep { $_->{headers}{'Idempotency-Key'} eq idempotency_key($node, $wait1) } sink_records($hlog);
 my %form = map { my $v = $_; $v =~ s/\+/ /g; $v =~ s/%([0-9A-Fa-f]{2})/chr(hex($1))/ge; $v }
   map { split /=/, $_, 2 } split /&/, $tw->{body};
@@ -70,7 +70,7 @@ add_provider($node, business => $b2, channel => 'email', kind => 'resend',
 	credentials => 're_key_123456');
 my $rm = queue_message($node, business => $b2, subject => 'Your invoice');
 ok(wait_for($node, "SELECT status || ' ' || provider_message_id FROM journey.messages WHERE id = $rm",
-	"sent re-$rm"), 'resend: sent, its id kept');
+	"sent re-" . idempotency_key($node, $rm)), 'resend: sent, its id kept');
 my ($rr) = grep { $_->{headers}{'Idempotency-Key'} eq idempotency_key($node, $rm) } sink_records($hlog);
 is_deeply(decode_json($rr->{body}),
 	{ from => 'Shop <shop@example.com>', to => ['ada@example.com'], subject => 'Your invoice',

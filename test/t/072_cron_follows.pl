@@ -14,15 +14,22 @@ use Test::More;
 use SenderTest;
 
 # pg_cron preloaded, journey not: every session loads journey on demand.
-my $node = PostgreSQL::Test::Cluster->new('cron_only');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
+# A started server with pg_cron preloaded, journey not.
+sub cron_node
+{
+	my ($name) = @_;
+	my $n = PostgreSQL::Test::Cluster->new($name);
+	$n->init;
+	$n->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'pg_cron'
 cron.database_name = 'postgres'
 cron.use_background_workers = on
 max_worker_processes = 32
 });
-$node->start;
+	$n->start;
+	return $n;
+}
+my $node = cron_node('cron_only');
 $node->safe_psql('postgres', 'CREATE EXTENSION pg_cron; CREATE EXTENSION journey');
 $node->safe_psql('postgres', 'SELECT journey.schedule_executor()');
 is($node->safe_psql('postgres', "SELECT count(*) FROM cron.job WHERE jobname = 'journey-executor'"),
@@ -52,15 +59,7 @@ my ($all, $derr) = ('', '');
 IPC::Run::run([ 'pg_dumpall', '-d', $node->connstr('postgres') ], '>', \$all, '2>', \$derr)
   or die $derr;
 $node->stop;    # the old server is gone: only the new one can run it
-my $copy = PostgreSQL::Test::Cluster->new('cron_copy');
-$copy->init;
-$copy->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'pg_cron'
-cron.database_name = 'postgres'
-cron.use_background_workers = on
-max_worker_processes = 32
-});
-$copy->start;
+my $copy = cron_node('cron_copy');
 isnt($copy->port, $node->port, 'the copy listens on another port');
 IPC::Run::run([ 'psql', '-X', '-q', '-d', $copy->connstr('postgres') ], '<', \$all,
 	'>', \$out, '2>', \$err);
