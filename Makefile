@@ -23,6 +23,10 @@ OBJS = \
 	src/transport.o \
 	src/shmem.o \
 	src/worker.o \
+	src/backup.o \
+	src/health.o \
+	src/erasure.o \
+	src/retention.o \
 	src/launcher.o
 
 DATA = $(wildcard journey--*.sql)

@@ -54,6 +54,10 @@ CREATE FUNCTION pg_temp.journey_objects() RETURNS SETOF text LANGUAGE sql AS $$
     SELECT format('view %s: %s', c.relname, pg_get_viewdef(c.oid))
       FROM pg_class c WHERE c.relnamespace = 'journey'::regnamespace AND c.relkind = 'v'
     UNION ALL
+    SELECT format('dumped %s where %s', c.rel::regclass, c.cond)
+      FROM pg_extension x, unnest(x.extconfig, x.extcondition) AS c(rel, cond)
+     WHERE x.extname = 'journey'
+    UNION ALL
     SELECT 'member ' || pg_describe_object(d.classid, d.objid, d.objsubid)
       FROM pg_depend d JOIN pg_extension x ON x.oid = d.refobjid
      WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e' AND x.extname = 'journey'
@@ -87,6 +91,14 @@ SELECT journey.create_sequence('00000000-0000-0000-0000-0000000000b1', $j$
 SELECT journey.ingest_event('00000000-0000-0000-0000-0000000000b1', 'invoice_paid',
   '{"id": "00000000-0000-0000-0000-0000000000c1"}', '{}', 'evt-1', '2027-01-12 15:00+00') IS NOT NULL AS ingested;
 SELECT journey.advance_due_enrollments(100, '2027-01-12 15:00+00') AS advanced;
+-- A customer deleted under 0.1 left her message outside any enrollment.
+INSERT INTO journey.customers (id, business_id, full_name, email)
+VALUES ('00000000-0000-0000-0000-0000000000c2', '00000000-0000-0000-0000-0000000000b1',
+        'Gone Customer', 'gone@example.com');
+INSERT INTO journey.messages (business_id, customer_id, channel, to_address, body)
+VALUES ('00000000-0000-0000-0000-0000000000b1', '00000000-0000-0000-0000-0000000000c2',
+        'email', 'gone@example.com', 'Hi');
+DELETE FROM journey.customers WHERE id = '00000000-0000-0000-0000-0000000000c2';
 
 ALTER EXTENSION journey UPDATE;
 SELECT extversion FROM pg_extension WHERE extname = 'journey';
@@ -98,6 +110,8 @@ UNION ALL
 SELECT 'only in upgraded', o FROM (SELECT * FROM upgraded EXCEPT ALL SELECT * FROM fresh) d(o)
 ORDER BY 1, 2;
 
+-- The deleted customer's message went with the upgrade (0.3).
+SELECT count(*) AS orphaned_messages FROM journey.messages WHERE to_address = 'gone@example.com';
 -- The data survived and the new view tells its story.
 SELECT (SELECT count(*) FROM journey.sequences) AS sequences,
        (SELECT count(*) FROM journey.sequence_steps) AS steps,

@@ -280,4 +280,9 @@ extern void journey_sender_register(void);
 /* worker.c: the sender's main loop. */
 extern PGDLLEXPORT void journey_sender_main(Datum main_arg);
 
+/* ---------- backup.c: logical backups ---------- */
+
+/* Whether this session is loading a dump (its rows replay nothing). */
+extern bool journey_loading_dump(void);
+
 #endif							/* JOURNEY_H */

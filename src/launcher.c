@@ -27,6 +27,7 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_database.h"
 #include "commands/dbcommands.h"
@@ -272,6 +273,17 @@ launcher_pass(void)
 	TimestampTz now = GetCurrentTimestamp();
 	long		wait_ms = journey_poll_interval_ms;
 	int			i;
+
+	/*
+	 * A hot standby sends nothing (its tables are read-only, and the
+	 * primary sends).  Look again each second: once promoted, it sends the
+	 * outstanding outbox at once.
+	 */
+	if (RecoveryInProgress())
+	{
+		pfree(raw);
+		return Min(wait_ms, 1000);
+	}
 
 	if (!SplitGUCList(raw, ',', &names))
 	{

@@ -53,15 +53,15 @@ add_header(struct curl_slist *list, const char *fmt, const char *value)
 	return l;
 }
 
-/* Headers every HTTP provider gets; the message id is the idempotency key. */
+/*
+ * Headers every HTTP provider gets; the idempotency key joins the
+ * installation's id to the message id.
+ */
 static void
 common_headers(JourneyRequest *req, const char *content_type)
 {
-	char		idbuf[32];
-
-	snprintf(idbuf, sizeof(idbuf), INT64_FORMAT, req->msg->id);
 	req->headers = add_header(req->headers, "Content-Type: %s", content_type);
-	req->headers = add_header(req->headers, "Idempotency-Key: %s", idbuf);
+	req->headers = add_header(req->headers, "Idempotency-Key: %s", req->msg->idempotency_key);
 	/* Never wait for 100-continue: every body here is small. */
 	req->headers = add_header(req->headers, "Expect:%s", "");
 }
@@ -288,7 +288,7 @@ build_smtp(JourneyRequest *req)
 	domain = strchr(from, '@');
 	domain = (domain && domain[1]) ? domain + 1 : "journey.invalid";
 	/* The message id is the idempotency key: a resend has the same one. */
-	req->provider_message_id = psprintf("<journey-" INT64_FORMAT "@%s>", m->id, domain);
+	req->provider_message_id = psprintf("<journey-%s@%s>", m->idempotency_key, domain);
 
 	gmtime_r(&now, &tm);
 	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);

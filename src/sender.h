@@ -34,6 +34,15 @@ typedef struct JourneySenderSlot
 	Latch	   *latch;			/* its latch, set to wake it */
 	bool		stop_requested; /* leave the database (it is being dropped) */
 	TimestampTz stop_requested_at;
+	/* What journey.sender_status() shows (health.c), since the start. */
+	int			pid;
+	TimestampTz started_at;
+	TimestampTz last_claim_at;
+	TimestampTz last_result_at;
+	int			in_flight;
+	int64		sent;
+	int64		failed;
+	int64		retried;
 } JourneySenderSlot;
 
 typedef struct JourneySenderShmem
@@ -85,6 +94,8 @@ typedef struct JourneyMessage
 	char	   *from_address;
 	char	   *credentials;	/* never logged, never in last_error */
 	char	   *settings;		/* provider settings, jsonb as text */
+	/* <installation id>-<id>: unique across databases and reinstalls */
+	char	   *idempotency_key;
 } JourneyMessage;
 
 typedef enum JourneyOutcome
@@ -135,6 +146,12 @@ extern JourneyRequest *journey_request_build(JourneyMessage *msg, MemoryContext 
 											 char **error);
 extern void journey_request_classify(JourneyRequest *req, CURLcode rc, long status,
 									 JourneyResult *res);
+
+/* health.c: the sender's counters in its shared-memory slot */
+extern void journey_health_started(int slot);
+extern void journey_health_claimed(int slot, int in_flight);
+extern void journey_health_results(int slot, int in_flight, int64 sent,
+								   int64 failed, int64 retried);
 
 /* transport.c */
 extern void journey_transport_init(void);

@@ -126,6 +126,9 @@ journey_match_events(PG_FUNCTION_ARGS)
 		!TRIGGER_FIRED_BY_INSERT(trigdata->tg_event) ||
 		trigdata->tg_newtable == NULL)
 		elog(ERROR, "journey_match_events must be an AFTER INSERT statement trigger with a NEW TABLE");
+	/* A restored event already had its effects: they are in the dump. */
+	if (journey_loading_dump())
+		return PointerGetDatum(NULL);
 
 	journey_become_owner(&saved);
 	if (SPI_connect() != SPI_OK_CONNECT)

@@ -70,6 +70,9 @@ static SPIPlanPtr reclaim_expired_plan;
 static SPIPlanPtr next_due_plan;
 static SPIPlanPtr no_provider_plan;
 static SPIPlanPtr result_plan;
+static SPIPlanPtr cancel_unsendable_plan;
+static SPIPlanPtr installation_plan;
+static char installation_id[64];	/* journey.installation's id, as of the claim */
 
 /*
  * Claims up to $1 due messages that have a provider, oldest first; "extra"
@@ -199,6 +202,34 @@ static const char *result_sql =
 "    AND c.id = u.customer_id"
 "    AND c.business_id = u.business_id";
 
+/*
+ * Before a claim: among the messages it is about to take, cancels those
+ * whose address was suppressed or whose customer was deleted since they
+ * were queued, saying why.
+ */
+static const char *cancel_unsendable_sql =
+"UPDATE journey.messages m SET status = 'cancelled',"
+"  last_error = CASE WHEN m.customer_id IS NOT NULL AND NOT EXISTS ("
+"     SELECT 1 FROM journey.customers c WHERE c.business_id = m.business_id"
+"       AND c.id = m.customer_id)"
+"   THEN 'cancelled before sending: the customer no longer exists'"
+"   ELSE 'cancelled before sending: ' || m.channel ||"
+"     ' address suppressed since the message was queued' END"
+" FROM (SELECT id FROM journey.messages"
+"  WHERE status = 'queued' AND send_after <= now()"
+"  ORDER BY send_after LIMIT $1 FOR UPDATE SKIP LOCKED) due"
+" WHERE m.id = due.id"
+"   AND ((m.customer_id IS NOT NULL AND NOT EXISTS ("
+"     SELECT 1 FROM journey.customers c WHERE c.business_id = m.business_id"
+"       AND c.id = m.customer_id))"
+"    OR EXISTS (SELECT 1 FROM journey.suppressions s"
+"     WHERE s.business_id = m.business_id"
+"       AND s.channel = m.channel"
+"       AND s.address = m.to_address))";
+
+static const char *installation_sql =
+"SELECT id::text FROM journey.installation LIMIT 1";
+
 static void
 prepare_plans(void)
 {
@@ -217,6 +248,8 @@ prepare_plans(void)
 	journey_keep_plan(&next_due_plan, next_due_sql, 0, NULL);
 	journey_keep_plan(&no_provider_plan, no_provider_sql, 0, NULL);
 	journey_keep_plan(&result_plan, result_sql, 6, result_types);
+	journey_keep_plan(&cancel_unsendable_plan, cancel_unsendable_sql, 1, claim_types);
+	journey_keep_plan(&installation_plan, installation_sql, 0, NULL);
 }
 
 /*
@@ -371,6 +404,9 @@ write_results(bool keep_open)
 	bool	   *no_nulls = palloc0(sizeof(bool) * n_results);
 	Datum		args[6];
 	int			i;
+	int64		n_sent = 0,
+				n_failed = 0,
+				n_retried = 0;
 	MemoryContext cxt = CurrentMemoryContext;
 
 	if (!begin_work("writing delivery results"))
@@ -410,6 +446,12 @@ write_results(bool keep_open)
 		}
 		else
 			status = r->outcome == JOURNEY_SENT ? "sent" : "failed";
+		if (status[0] == 's')
+			n_sent++;
+		else if (status[0] == 'f')
+			n_failed++;
+		else
+			n_retried++;
 		ids[n] = Int64GetDatum(r->id);
 		statuses[n] = CStringGetTextDatum(status);
 		err_nulls[n] = err == NULL;
@@ -428,6 +470,7 @@ write_results(bool keep_open)
 
 	if (n > 0 && SPI_execute_plan(result_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "journey sender could not write results");
+	journey_health_results(my_slot, journey_transport_in_flight(), n_sent, n_failed, n_retried);
 	if (keep_open)
 		return true;
 	end_work();
@@ -460,6 +503,7 @@ message_from_tuple(HeapTuple tup, TupleDesc desc)
 	m->from_address = col_text(tup, desc, CLAIM_FROM_ADDRESS);
 	m->credentials = col_text(tup, desc, CLAIM_CREDENTIALS);
 	m->settings = col_text(tup, desc, CLAIM_SETTINGS);
+	m->idempotency_key = psprintf("%s-" INT64_FORMAT, installation_id, m->id);
 	return m;
 }
 
@@ -493,6 +537,28 @@ check_no_provider(void)
  * in_xact: write_results has begun the transaction (and written in it);
  * the claim joins it and the commit below covers both.
  */
+/*
+ * The installation id that, joined to the message id, makes the
+ * idempotency key.  Without the row (an administrator deleted it), this
+ * server's system identifier and the database's OID stand in: still
+ * unique to this database.
+ */
+static void
+read_installation_id(void)
+{
+	if (SPI_execute_plan(installation_plan, NULL, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "journey sender could not read journey.installation");
+	if (SPI_processed > 0)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		strlcpy(installation_id, TextDatumGetCString(d), sizeof(installation_id));
+	}
+	else
+		snprintf(installation_id, sizeof(installation_id), "%s.%u", claim_token, MyDatabaseId);
+}
+
 static void
 claim_and_send(bool in_xact)
 {
@@ -577,6 +643,11 @@ claim_and_send(bool in_xact)
 	}
 
 	args[0] = Int32GetDatum(want);
+	if (SPI_execute_plan(cancel_unsendable_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "journey sender could not cancel unsendable messages");
+	read_installation_id();
+
+	args[0] = Int32GetDatum(want);
 	args[1] = CStringGetTextDatum(claim_token);
 	args[2] = Int32GetDatum(journey_lease_ms);
 	if (probation != (Datum) 0)
@@ -635,6 +706,8 @@ claim_and_send(bool in_xact)
 		}
 		journey_transport_start(req);
 	}
+	if (got > 0)
+		journey_health_claimed(my_slot, journey_transport_in_flight());
 }
 
 /*
@@ -701,6 +774,7 @@ journey_sender_main(Datum main_arg)
 	SetConfigOption("search_path", JOURNEY_SEARCH_PATH, PGC_SUSET, PGC_S_OVERRIDE);
 
 	journey_sender_attach(my_slot);
+	journey_health_started(my_slot);
 
 	snprintf(claim_token, sizeof(claim_token), UINT64_FORMAT, GetSystemIdentifier());
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "journey sender loop",

@@ -56,7 +56,8 @@ is($json->{purpose}, 'review_request', 'purpose');
 is($json->{business_id}, $b, 'business_id');
 is($json->{customer_id}, $c, 'customer_id');
 ok(exists $json->{enrollment_id}, 'enrollment_id present (null)');
-is($req->{headers}{'Idempotency-Key'}, $id, 'Idempotency-Key is the message id');
+is($req->{headers}{'Idempotency-Key'}, idempotency_key($node, $id),
+	'Idempotency-Key is the installation id and the message id');
 is($req->{headers}{'Authorization'}, 'Bearer default-token-123', 'bearer credentials');
 is($req->{headers}{'Content-Type'}, 'application/json', 'content type');
 is($req->{headers}{'User-Agent'},
@@ -66,7 +67,7 @@ is($req->{headers}{'User-Agent'},
 is($node->safe_psql('postgres',
 	"SELECT provider_message_id, sent_at IS NOT NULL, attempts, lease_expires_at IS NULL, claimed_by IS NULL
 	 FROM journey.messages WHERE id = $id"),
-	"wh-$id|t|1|t|t", 'provider id from the response, sent_at, one attempt, lease cleared');
+	"wh-" . idempotency_key($node, $id) . "|t|1|t|t", 'provider id from the response, sent_at, one attempt, lease cleared');
 is($node->safe_psql('postgres',
 	"SELECT last_review_request_at IS NOT NULL FROM journey.customers WHERE id = '$c'"),
 	't', 'review_request sets last_review_request_at');

@@ -37,7 +37,8 @@ sub row
 sub requests_for
 {
 	my ($id) = @_;
-	return grep { $_->{headers}{'Idempotency-Key'} eq $id } sink_records($log);
+	my $key = idempotency_key($node, $id);
+	return grep { $_->{headers}{'Idempotency-Key'} eq $key } sink_records($log);
 }
 
 my $m500 = via('/fail_first/2/500');

@@ -29,7 +29,7 @@ sub check_all_delivered
 		my $k = $r->{headers}{'Idempotency-Key'};
 		my $id = ($r->{body} =~ /^\{"id":(\d+),/)[0];
 		# A resend must carry the key of the message it repeats.
-		fail("$what: request for message $id carried key $k") if $id ne $k;
+		fail("$what: request for message $id carried key $k") if idempotency_key($node, $id) ne $k;
 		$got{$id}++;
 	}
 	my @missing = grep { !$got{$_} } ($first .. $last);

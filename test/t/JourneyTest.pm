@@ -16,7 +16,8 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 
 our @EXPORT = qw(journey_node sender_node start_sink sink_records wait_for
-  wait_for_log setup_business add_provider queue_message fingerprint);
+  wait_for_log setup_business add_provider queue_message fingerprint
+  idempotency_key);
 
 my $sinks = "$FindBin::Bin/../sinks";
 
@@ -180,6 +181,15 @@ sub queue_message
 		"INSERT INTO journey.messages (business_id, customer_id, channel, message_purpose, to_address, subject, body)
 		 VALUES ('$m{business}', $cust, '$channel', $purpose, '$to', $subject, '" . ($m{body} // 'Hi there') . "')
 		 RETURNING id");
+}
+
+# The idempotency key the sender gives message $id: the installation's id
+# joined to the message id.
+sub idempotency_key
+{
+	my ($node, $id, $db) = @_;
+	my $inst = $node->safe_psql($db // 'postgres', 'SELECT id FROM journey.installation');
+	return "$inst-$id";
 }
 
 1;
