@@ -33,7 +33,8 @@ CREATE TABLE journey.installation (
 CREATE FUNCTION journey.installation_replace()
 RETURNS trigger
 AS 'MODULE_PATHNAME', 'journey_installation_replace'
-LANGUAGE C;
+LANGUAGE C
+SET search_path = pg_catalog, pg_temp;
 CREATE TRIGGER installation_replace BEFORE INSERT ON journey.installation
     FOR EACH ROW EXECUTE FUNCTION journey.installation_replace();
 INSERT INTO journey.installation DEFAULT VALUES;
@@ -64,7 +65,8 @@ ALTER TABLE journey.messages ADD CONSTRAINT messages_customer_fkey
 CREATE FUNCTION journey.forget_customer(p_business_id uuid, p_customer_id uuid)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'journey_forget_customer'
-LANGUAGE C VOLATILE;
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
 GRANT EXECUTE ON FUNCTION journey.forget_customer(uuid, uuid) TO journey_user;
 
 -- Retention (src/retention.c): administrators only.
@@ -72,7 +74,8 @@ CREATE FUNCTION journey.purge(p_older_than interval DEFAULT '180 days',
                               p_as_of timestamptz DEFAULT pg_catalog.now())
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'journey_purge'
-LANGUAGE C VOLATILE;
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
 
 -- The outbox's health, per business and channel.  security_invoker: a
 -- tenant sees its own businesses' rows.
@@ -104,14 +107,16 @@ CREATE FUNCTION journey.sender_status(
     OUT in_flight integer, OUT sent bigint, OUT failed bigint, OUT retried bigint)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'journey_sender_status'
-LANGUAGE C VOLATILE;
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
 
 -- Says so when no sender serves this database (not in
 -- journey.database_name, or the library not preloaded).
 CREATE FUNCTION journey.warn_if_unserved()
 RETURNS void
 AS 'MODULE_PATHNAME', 'journey_warn_if_unserved'
-LANGUAGE C VOLATILE;
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
 SELECT journey.warn_if_unserved();
 
 -- Administrators' functions: the install script's last section revoked
@@ -126,7 +131,8 @@ REVOKE ALL ON journey.installation, journey.queue_stats FROM PUBLIC;
 CREATE FUNCTION journey.drop_cron_job()
 RETURNS event_trigger
 AS 'MODULE_PATHNAME', 'journey_drop_cron_job'
-LANGUAGE C;
+LANGUAGE C
+SET search_path = pg_catalog, pg_temp;
 REVOKE ALL ON FUNCTION journey.drop_cron_job() FROM PUBLIC;
 CREATE EVENT TRIGGER journey_drop_cron_job ON ddl_command_start
     WHEN TAG IN ('DROP EXTENSION')
