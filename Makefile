@@ -20,7 +20,12 @@ OBJS = \
 	src/providers.o \
 	src/transport.o \
 	src/worker.o \
-	src/launcher.o
+	src/launcher.o \
+	src/suppress.o \
+	src/unsubscribe.o \
+	src/inbound.o \
+	src/delivery.o \
+	src/send_rules.o
 
 DATA = $(wildcard journey--*.sql)
 

@@ -176,7 +176,12 @@ FROM pg_proc p
 WHERE p.pronamespace = 'journey'::regnamespace
   AND p.proname NOT IN ('create_business', 'create_sequence', 'enroll_customer',
                         'ingest_event', 'stop_enrollment', 'render_template',
-                        'current_member', 'member_business_ids', 'check_timezone');
+                        'current_member', 'member_business_ids', 'check_timezone',
+                        -- opt-outs (issue 13): CHECK and index helpers,
+                        -- the caps' API, the unsubscribe link and the
+                        -- worker's List-Unsubscribe header
+                        'frequency_caps_valid', 'normalize_phone', 'set_frequency_caps',
+                        'unsubscribe', 'unsubscribe_link');
 SELECT p.oid::regprocedure AS callable_by_worker
 FROM pg_proc p
 WHERE p.pronamespace = 'journey'::regnamespace
@@ -201,6 +206,8 @@ WHERE p.pronamespace = 'journey'::regnamespace AND p.prosecdef
 SELECT c.relname AS table_without_business_index
 FROM pg_class c
 WHERE c.relnamespace = 'journey'::regnamespace AND c.relkind = 'r'
+  -- admin-only, of no one business (issue 13)
+  AND c.relname NOT IN ('inbound_sms', 'unsubscribe_secret')
   AND NOT EXISTS (
       SELECT 1 FROM pg_index i
       JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]

@@ -78,6 +78,7 @@ typedef struct JourneyMessage
 	char	   *from_address;
 	char	   *credentials;	/* never logged, never in last_error */
 	char	   *settings;		/* provider settings, jsonb as text */
+	char	   *unsubscribe_url;	/* List-Unsubscribe target, NULL when none */
 } JourneyMessage;
 
 typedef enum JourneyOutcome
@@ -120,6 +121,7 @@ typedef struct JourneyResult
 	char	   *error;			/* why it was retried or failed */
 	char	   *provider_message_id;
 	int64		retry_after_ms; /* -1: use the backoff */
+	const char *suppress_reason;	/* the provider refuses the address for good */
 } JourneyResult;
 
 /* providers.c */

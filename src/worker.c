@@ -45,6 +45,7 @@
 
 #include "journey.h"
 #include "sender.h"
+#include "optout.h"
 
 PG_FUNCTION_INFO_V1(journey_wake_sender);
 
@@ -159,7 +160,9 @@ static SPIPlanPtr result_plan;
 " RETURNING m.id, m.attempts, m.business_id::text, m.customer_id::text," \
 "   m.enrollment_id::text, m.sequence_id::text, m.step_index::text, m.channel," \
 "   m.message_purpose, m.to_address, m.subject, m.body, due.kind, due.endpoint," \
-"   due.from_address, due.credentials, due.settings::text"
+"   due.from_address, due.credentials, due.settings::text," \
+"   CASE WHEN m.channel OPERATOR(pg_catalog.=) 'email'" \
+"     THEN journey.unsubscribe_link(m.business_id, m.channel, m.to_address) END"
 
 static const char *claim_sql = CLAIM_SQL("");
 
@@ -462,6 +465,10 @@ write_results(bool keep_open)
 
 	if (n > 0 && SPI_execute_plan(result_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "journey sender could not write results");
+	/* Addresses the provider refuses for good, in the same transaction. */
+	for (i = 0; i < n_results; i++)
+		if (results[i].suppress_reason && results[i].relid == messages_relid)
+			journey_suppress_message_address(results[i].id, results[i].suppress_reason);
 	if (keep_open)
 		return true;
 	end_work();
@@ -493,6 +500,7 @@ message_from_tuple(HeapTuple tup, TupleDesc desc)
 	m->from_address = col_text(tup, desc, 15);
 	m->credentials = col_text(tup, desc, 16);
 	m->settings = col_text(tup, desc, 17);
+	m->unsubscribe_url = col_text(tup, desc, 18);
 	return m;
 }
 
