@@ -317,6 +317,7 @@ SELECT journey.ingest_delivery_event('twilio',
 SELECT count(*) AS deliveries FROM journey.message_deliveries;
 
 -- The timeline shows each delivery state.
+DELETE FROM journey.suppressions;
 SELECT journey.create_sequence(:'b1', '{"name": "TL", "status": "active", "allow_manual_enroll": true,
   "steps": [{"kind": "send_email", "message": {"purpose": "tl", "subject": "S", "body": "B"}}]}') AS tl \gset
 SELECT journey.enroll_customer(:'tl', '00000000-0000-0000-0000-0000000000c1', '{}', '2027-01-12 15:00+00') IS NOT NULL;

@@ -124,7 +124,8 @@ FROM pg_class c
 WHERE c.relnamespace = 'journey'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
   AND c.relname NOT IN ('businesses', 'business_members', 'customers', 'sequences',
                         'sequence_steps', 'sequence_enrollments', 'events', 'messages',
-                        'enrollment_log', 'suppressions', 'timeline')
+                        'enrollment_log', 'suppressions', 'timeline',
+                        'message_deliveries')
   AND (has_table_privilege('journey_user', c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')
        OR has_any_column_privilege('journey_user', c.oid, 'SELECT, INSERT, UPDATE, REFERENCES'))
 ORDER BY 1;
