@@ -84,6 +84,24 @@ CREATE TABLE journey.inbound_sms (
     received_at         timestamptz NOT NULL
 );
 
+-- Delivery callbacks that arrived before the sender wrote the provider's
+-- id of their message (the provider's callback overtook the sender's
+-- write); the sender applies them when it writes the id.  Admin-only.
+CREATE TABLE journey.delivery_pending (
+    id                  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    channel             text NOT NULL,
+    provider_message_id text NOT NULL,
+    provider_kind       text NOT NULL,
+    status              text,
+    suppress            text,
+    detail              text,
+    received_at         timestamptz NOT NULL
+);
+CREATE INDEX delivery_pending_provider_message_id_idx
+    ON journey.delivery_pending (provider_message_id);
+ALTER TABLE journey.delivery_pending ENABLE ROW LEVEL SECURITY;
+REVOKE ALL ON journey.delivery_pending FROM PUBLIC;
+
 -- Each delivery state a message went through, once (repeats add nothing).
 CREATE TABLE journey.message_deliveries (
     id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -128,8 +128,13 @@ SELECT pg_temp.try(format('SELECT journey.unsubscribe(%L)', t)) AS refused
     left(:'token', length(:'token') - 1),
     left(:'token', 30),
     -- the address part changed, the signature kept
-    translate(split_part(:'token', '.', 1), 'A', 'B') || '.' || split_part(:'token', '.', 2),
-    -- the signature's last character changed
+    overlay(:'token' placing CASE substr(:'token', 25, 1) WHEN 'A' THEN 'B' ELSE 'A' END from 25 for 1),
+    -- the signature's first character changed
+    split_part(:'token', '.', 1) || '.' ||
+      overlay(split_part(:'token', '.', 2) placing
+              CASE left(split_part(:'token', '.', 2), 1) WHEN 'A' THEN 'B' ELSE 'A' END from 1 for 1),
+    -- the signature's last character changed (also where it changes only
+    -- the unused low bits: only the canonical spelling is accepted)
     left(:'token', length(:'token') - 1) ||
       CASE right(:'token', 1) WHEN 'A' THEN 'B' ELSE 'A' END,
     :'token' || '.x',

@@ -208,7 +208,7 @@ SELECT c.relname AS table_without_business_index
 FROM pg_class c
 WHERE c.relnamespace = 'journey'::regnamespace AND c.relkind = 'r'
   -- admin-only, of no one business (issue 13)
-  AND c.relname NOT IN ('inbound_sms', 'unsubscribe_secret')
+  AND c.relname NOT IN ('inbound_sms', 'unsubscribe_secret', 'delivery_pending')
   AND NOT EXISTS (
       SELECT 1 FROM pg_index i
       JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]

@@ -19,7 +19,6 @@
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
-#include "common/jsonapi.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
@@ -35,43 +34,6 @@
 PG_FUNCTION_INFO_V1(journey_ingest_delivery_event);
 
 /* ----------------------------------------- Twilio's answer to a send */
-
-typedef struct CodeSearch
-{
-	int			depth;
-	bool		at_code;
-	char	   *code;
-} CodeSearch;
-
-static void
-code_object_start(void *state)
-{
-	((CodeSearch *) state)->depth++;
-}
-
-static void
-code_object_end(void *state)
-{
-	((CodeSearch *) state)->depth--;
-}
-
-static void
-code_field_start(void *state, char *fname, bool isnull)
-{
-	CodeSearch *s = state;
-
-	s->at_code = s->depth == 1 && strcmp(fname, "code") == 0;
-}
-
-static void
-code_scalar(void *state, char *token, JsonTokenType tokentype)
-{
-	CodeSearch *s = state;
-
-	if (s->at_code && s->code == NULL)
-		s->code = pstrdup(token);
-	s->at_code = false;
-}
 
 /* The reason to suppress for an error code of Twilio's, or NULL. */
 static const char *
@@ -89,28 +51,11 @@ twilio_code_reason(const char *code, bool delivery)
 	return NULL;
 }
 
-/*
- * The suppression Twilio's error body ({"code": 21610, ...}) calls for, or
- * NULL.  Runs in the sender outside any transaction: plain parsing only.
- */
+/* The suppression a Twilio send error code (21610, ...) calls for, or NULL. */
 const char *
-journey_twilio_error_suppression(const char *response, int len)
+journey_twilio_error_suppression(const char *code)
 {
-	CodeSearch	s = {0, false, NULL};
-	JsonSemAction sem = {0};
-	JsonLexContext *lex;
-
-	if (response == NULL || len <= 0)
-		return NULL;
-	sem.semstate = &s;
-	sem.object_start = code_object_start;
-	sem.object_end = code_object_end;
-	sem.object_field_start = code_field_start;
-	sem.scalar = code_scalar;
-	lex = makeJsonLexContextCstringLen((char *) response, len, PG_UTF8, true);
-	if (pg_parse_json(lex, &sem) != JSON_SUCCESS)
-		return NULL;
-	return twilio_code_reason(s.code, false);
+	return twilio_code_reason(code, false);
 }
 
 /* ------------------------------------------------ delivery callbacks */
@@ -284,6 +229,23 @@ static const char *match_by_id_sql =
 " WHERE id OPERATOR(pg_catalog.=) $1"
 "   AND ($2::uuid IS NULL OR business_id OPERATOR(pg_catalog.=) $2) FOR NO KEY UPDATE";
 
+/*
+ * A callback for a message whose send result is not written yet (the
+ * provider answered, the callback overtook the sender's write): kept until
+ * the sender writes the provider's id (journey_apply_early_deliveries).
+ */
+static const char *pending_sql =
+"INSERT INTO journey.delivery_pending (channel, provider_message_id, provider_kind, status,"
+"                                      suppress, detail, received_at)"
+" VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+static const char *take_pending_sql =
+"DELETE FROM journey.delivery_pending d USING journey.messages m"
+" WHERE m.id OPERATOR(pg_catalog.=) ANY ($1) AND m.provider_message_id IS NOT NULL"
+"   AND d.provider_message_id OPERATOR(pg_catalog.=) m.provider_message_id"
+"   AND d.channel OPERATOR(pg_catalog.=) m.channel"
+" RETURNING m.id, m.business_id, d.provider_kind, d.status, d.suppress, d.detail, d.received_at";
+
 static const char *record_sql =
 "WITH h AS ("
 " INSERT INTO journey.message_deliveries (business_id, message_id, status, provider_kind, detail, received_at)"
@@ -293,12 +255,75 @@ static const char *record_sql =
 "  WHERE id OPERATOR(pg_catalog.=) $1"
 "    AND (delivery_updated_at IS NULL OR delivery_updated_at OPERATOR(pg_catalog.<=) $6)";
 
+/* Records one delivery state of a message, and the suppression it calls for. */
+static void
+record_delivery(int64 message_id, Datum business_id, const char *kind, const char *status,
+				const char *suppress, const char *detail, TimestampTz received_at)
+{
+	static SPIPlanPtr record_plan = NULL;
+
+	if (status != NULL)
+	{
+		Oid			types[6] = {INT8OID, UUIDOID, TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
+		Datum		values[6];
+		char		nulls[6] = {' ', ' ', ' ', ' ', detail ? ' ' : 'n', ' '};
+
+		values[0] = Int64GetDatum(message_id);
+		values[1] = business_id;
+		values[2] = CStringGetTextDatum(status);
+		values[3] = CStringGetTextDatum(kind);
+		values[4] = detail ? CStringGetTextDatum(detail) : (Datum) 0;
+		values[5] = TimestampTzGetDatum(received_at);
+		if (journey_spi_kept(&record_plan, record_sql, 6, types, values, nulls, false, 0)
+			!= SPI_OK_UPDATE)
+			elog(ERROR, "could not record a delivery event");
+	}
+	if (suppress != NULL)
+		journey_suppress_message_address(message_id, suppress);
+}
+
+void
+journey_apply_early_deliveries(Datum message_ids)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[1] = {INT8ARRAYOID};
+	Datum		values[1] = {message_ids};
+	JourneyUserSwitch saved;
+	SPITupleTable *tt;
+	uint64		n;
+
+	/* The sender's role need not see these tables: act as their owner. */
+	journey_become_owner(&saved);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (journey_spi_kept(&plan, take_pending_sql, 1, types, values, NULL, false, 0)
+		!= SPI_OK_DELETE_RETURNING)
+		elog(ERROR, "could not read early delivery events");
+	tt = SPI_tuptable;
+	n = SPI_processed;
+	for (uint64 i = 0; i < n; i++)
+	{
+		HeapTuple	tup = tt->vals[i];
+		bool		isnull;
+
+		record_delivery(DatumGetInt64(SPI_getbinval(tup, tt->tupdesc, 1, &isnull)),
+						SPI_getbinval(tup, tt->tupdesc, 2, &isnull),
+						SPI_getvalue(tup, tt->tupdesc, 3),
+						SPI_getvalue(tup, tt->tupdesc, 4),
+						SPI_getvalue(tup, tt->tupdesc, 5),
+						SPI_getvalue(tup, tt->tupdesc, 6),
+						DatumGetTimestampTz(SPI_getbinval(tup, tt->tupdesc, 7, &isnull)));
+	}
+	SPI_finish();
+	journey_restore_user(&saved);
+}
+
 Datum
 journey_ingest_delivery_event(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr by_provider_plan = NULL;
 	static SPIPlanPtr by_id_plan = NULL;
-	static SPIPlanPtr record_plan = NULL;
+	static SPIPlanPtr pending_plan = NULL;
 	char	   *kind;
 	Jsonb	   *payload;
 	TimestampTz received_at;
@@ -357,7 +382,29 @@ journey_ingest_delivery_event(PG_FUNCTION_ARGS)
 	}
 	if (SPI_processed == 0)
 	{
-		/* Not ours, another business's, or sent before its id was written. */
+		/*
+		 * Not ours, or another business's; by provider id, perhaps also a
+		 * callback that overtook the sender's write of that id: kept for it.
+		 */
+		if (ev.channel != NULL && (ev.status != NULL || ev.suppress != NULL))
+		{
+			Oid			types[7] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+			TIMESTAMPTZOID};
+			Datum		values[7];
+			char		nulls[7] = {' ', ' ', ' ', ev.status ? ' ' : 'n',
+			ev.suppress ? ' ' : 'n', ev.detail ? ' ' : 'n', ' '};
+
+			values[0] = CStringGetTextDatum(ev.channel);
+			values[1] = CStringGetTextDatum(ev.provider_id);
+			values[2] = CStringGetTextDatum(kind);
+			values[3] = ev.status ? CStringGetTextDatum(ev.status) : (Datum) 0;
+			values[4] = ev.suppress ? CStringGetTextDatum(ev.suppress) : (Datum) 0;
+			values[5] = ev.detail ? CStringGetTextDatum(ev.detail) : (Datum) 0;
+			values[6] = TimestampTzGetDatum(received_at);
+			if (journey_spi_kept(&pending_plan, pending_sql, 7, types, values, nulls,
+								 false, 0) != SPI_OK_INSERT)
+				elog(ERROR, "could not keep an early delivery event");
+		}
 		SPI_finish();
 		PG_RETURN_NULL();
 	}
@@ -365,24 +412,8 @@ journey_ingest_delivery_event(PG_FUNCTION_ARGS)
 											 1, &isnull));
 	business_id = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
 
-	if (ev.status != NULL)
-	{
-		Oid			types[6] = {INT8OID, UUIDOID, TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
-		Datum		values[6];
-		char		nulls[6] = {' ', ' ', ' ', ' ', ev.detail ? ' ' : 'n', ' '};
-
-		values[0] = Int64GetDatum(message_id);
-		values[1] = business_id;
-		values[2] = CStringGetTextDatum(ev.status);
-		values[3] = CStringGetTextDatum(kind);
-		values[4] = ev.detail ? CStringGetTextDatum(ev.detail) : (Datum) 0;
-		values[5] = TimestampTzGetDatum(received_at);
-		if (journey_spi_kept(&record_plan, record_sql, 6, types, values, nulls, false, 0)
-			!= SPI_OK_UPDATE)
-			elog(ERROR, "could not record a delivery event");
-	}
-	if (ev.suppress != NULL)
-		journey_suppress_message_address(message_id, ev.suppress);
+	record_delivery(message_id, business_id, kind, ev.status, ev.suppress, ev.detail,
+					received_at);
 	SPI_finish();
 	PG_RETURN_INT64(message_id);
 }

@@ -39,8 +39,15 @@ extern void journey_suppress_message_address(int64 message_id, const char *reaso
 extern char *journey_unsubscribe_url_for(Datum business_id, const char *channel,
 										 const char *address);
 
-/* delivery.c: Twilio's send error codes that mean "never again" */
-extern const char *journey_twilio_error_suppression(const char *response, int len);
+/* delivery.c: the suppression reason for a Twilio send error code, or NULL */
+extern const char *journey_twilio_error_suppression(const char *code);
+
+/*
+ * delivery.c: applies the callbacks that arrived before the sender wrote
+ * these messages' provider ids (an int8[] datum); in the sender's
+ * transaction.
+ */
+extern void journey_apply_early_deliveries(Datum message_ids);
 
 /* send_rules.c: the executor's hooks */
 /*

@@ -588,8 +588,8 @@ journey_request_classify(JourneyRequest *req, CURLcode rc, long status,
 		res->outcome = JOURNEY_FAILED;
 		/* Twilio's "unsubscribed" and "not a (mobile) number": never again. */
 		if (strcmp(req->msg->kind, "twilio") == 0)
-			res->suppress_reason = journey_twilio_error_suppression(req->response.data,
-																	req->response.len);
+			res->suppress_reason =
+				journey_twilio_error_suppression(response_id(&req->response, "code"));
 	}
 	res->error = scrub(req, psprintf("%s answered HTTP %ld: %s", req->msg->kind,
 									 status, response_quote(req)));

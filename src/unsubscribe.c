@@ -264,6 +264,17 @@ verify_token(const char *token, UnsubscribeTarget *target)
 		diff |= mac[i] ^ expected[i];
 	if (diff != 0)
 		invalid_token();
+	/* One spelling per token: padding bits or padding set otherwise are refused. */
+	{
+		StringInfoData canonical;
+
+		initStringInfo(&canonical);
+		append_base64url(&canonical, payload, payload_len);
+		appendStringInfoChar(&canonical, '.');
+		append_base64url(&canonical, mac, PG_SHA256_DIGEST_LENGTH);
+		if (strcmp(canonical.data, token) != 0)
+			invalid_token();
+	}
 
 	/* Signed by us: the fields are as make_token wrote them. */
 	memcpy(target->business_id.data, payload + 1, UUID_LEN);

@@ -465,7 +465,9 @@ write_results(bool keep_open)
 
 	if (n > 0 && SPI_execute_plan(result_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "journey sender could not write results");
-	/* Addresses the provider refuses for good, in the same transaction. */
+	/* Callbacks that overtook these results; refusals for good. */
+	if (n > 0)
+		journey_apply_early_deliveries(args[0]);
 	for (i = 0; i < n_results; i++)
 		if (results[i].suppress_reason && results[i].relid == messages_relid)
 			journey_suppress_message_address(results[i].id, results[i].suppress_reason);

@@ -89,5 +89,27 @@ ok(wait_for($node, "SELECT status FROM journey.messages WHERE id = $m6", 'failed
 is($node->safe_psql('postgres', "SELECT count(*) FROM journey.suppressions WHERE business_id = '$b6'"),
 	'0', 'twilio 21408: no suppression');
 
+# A status callback that overtakes the sender's write of the sid (the
+# sink answers sid SM<message id>): kept, and applied when the result is
+# written, in the same transaction.
+my ($b7) = setup_business($node, 'Twilio early');
+add_provider($node, business => $b7, channel => 'sms', kind => 'twilio',
+	endpoint => "http://127.0.0.1:$hport/twilio/2010-04-01/Accounts/AC1/Messages.json",
+	from => '+15550999', credentials => 'AC1:s3cret-token');
+my $early = $node->safe_psql('postgres',
+	"INSERT INTO journey.messages (business_id, channel, to_address, body, send_after)
+	 VALUES ('$b7', 'sms', '+15550001', 'early', now() + interval '1 hour') RETURNING id");
+is($node->safe_psql('postgres',
+	"SELECT journey.ingest_delivery_event('twilio', '{\"MessageSid\": \"SM$early\", \"MessageStatus\": \"undelivered\", \"ErrorCode\": \"30006\"}') IS NULL"),
+	't', 'early callback: no message matches yet');
+$node->safe_psql('postgres', "UPDATE journey.messages SET send_after = now() WHERE id = $early");
+ok(wait_for($node, "SELECT status || ' ' || coalesce(delivery_status, '-') FROM journey.messages WHERE id = $early",
+	'sent undelivered'), 'early callback: applied when the sender writes the sid');
+is($node->safe_psql('postgres',
+	"SELECT string_agg(address || ' ' || reason, ',') FROM journey.suppressions WHERE business_id = '$b7'"),
+	'+15550001 undeliverable', 'early callback: the number is suppressed');
+is($node->safe_psql('postgres', "SELECT count(*) FROM journey.delivery_pending"), '0',
+	'early callback: nothing left pending');
+
 $node->stop;
 done_testing();
