@@ -49,6 +49,9 @@ typedef enum Keyword
 	KW_HELP
 } Keyword;
 
+/* As journey.inbound_sms.keyword records them. */
+static const char *const keyword_names[] = {NULL, "stop", "start", "help"};
+
 static char *
 normalize(const char *s)
 {
@@ -183,14 +186,14 @@ static const char *start_sql =
 "   AND journey.normalize_phone(s.address) OPERATOR(pg_catalog.=) $2";
 
 static const char *claim_sql =
-"INSERT INTO journey.inbound_sms (provider_message_id, to_number, from_number, received_at)"
-" VALUES ($1, $2, $3, $4) ON CONFLICT (provider_message_id) DO NOTHING RETURNING 1";
+"INSERT INTO journey.inbound_sms (provider_message_id, to_number, from_number, received_at, keyword)"
+" VALUES ($1, $2, $3, $4, $5) ON CONFLICT (provider_message_id) DO NOTHING RETURNING 1";
 
 static const char *replay_sql =
 "SELECT reply FROM journey.inbound_sms WHERE provider_message_id OPERATOR(pg_catalog.=) $1";
 
 static const char *answer_sql =
-"UPDATE journey.inbound_sms SET keyword = $2, reply = $3"
+"UPDATE journey.inbound_sms SET reply = $2"
 " WHERE provider_message_id OPERATOR(pg_catalog.=) $1";
 
 typedef struct Concerned
@@ -407,12 +410,14 @@ journey_ingest_inbound_sms(PG_FUNCTION_ARGS)
 		elog(ERROR, "SPI_connect failed");
 	if (pmid != NULL)
 	{
-		Oid			types[4] = {TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
-		Datum		values[4] = {CStringGetTextDatum(pmid), CStringGetTextDatum(to),
-		CStringGetTextDatum(from), TimestampTzGetDatum(received_at)};
+		Oid			types[5] = {TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, TEXTOID};
+		Datum		values[5] = {CStringGetTextDatum(pmid), CStringGetTextDatum(to),
+			CStringGetTextDatum(from), TimestampTzGetDatum(received_at),
+		kw == KW_NONE ? (Datum) 0 : CStringGetTextDatum(keyword_names[kw])};
+		char		nulls[5] = {' ', ' ', ' ', ' ', kw == KW_NONE ? 'n' : ' '};
 
 		/* A racing repeat waits here for the first, then replays its answer. */
-		if (journey_spi_kept(&claim_plan, claim_sql, 4, types, values, NULL, false, 0)
+		if (journey_spi_kept(&claim_plan, claim_sql, 5, types, values, nulls, false, 0)
 			!= SPI_OK_INSERT_RETURNING)
 			elog(ERROR, "could not record an inbound sms");
 		if (SPI_processed == 0)
@@ -448,19 +453,13 @@ journey_ingest_inbound_sms(PG_FUNCTION_ARGS)
 		}
 	}
 
-	if (pmid != NULL)
+	/* A reply is kept for repeats; no reply is what the row already says. */
+	if (pmid != NULL && reply != NULL)
 	{
-		Oid			types[3] = {TEXTOID, TEXTOID, TEXTOID};
-		Datum		values[3];
-		char		nulls[3] = {' ', ' ', ' '};
-		static const char *const names[] = {NULL, "stop", "start", "help"};
+		Oid			types[2] = {TEXTOID, TEXTOID};
+		Datum		values[2] = {CStringGetTextDatum(pmid), CStringGetTextDatum(reply)};
 
-		values[0] = CStringGetTextDatum(pmid);
-		values[1] = kw == KW_NONE ? (Datum) 0 : CStringGetTextDatum(names[kw]);
-		nulls[1] = kw == KW_NONE ? 'n' : ' ';
-		values[2] = reply ? CStringGetTextDatum(reply) : (Datum) 0;
-		nulls[2] = reply ? ' ' : 'n';
-		if (journey_spi_kept(&answer_plan, answer_sql, 3, types, values, nulls, false, 0)
+		if (journey_spi_kept(&answer_plan, answer_sql, 2, types, values, NULL, false, 0)
 			!= SPI_OK_UPDATE)
 			elog(ERROR, "could not record an inbound sms's answer");
 	}

@@ -38,9 +38,10 @@ SELECT journey.ingest_event(('00000000-0000-0000-0000-' || lpad((1 + :c % 20)::t
 EOF2
 cat > "$WORK/inbound.sql" <<'EOF2'
 \set c random(1, 20000)
+\set k random(1, 1000000000)
 SELECT journey.ingest_inbound_sms('+1555000' || lpad((1 + :c % 20)::text, 4, '0'),
        '+1666' || lpad(:c::text, 7, '0'), 'Thanks, see you Tuesday',
-       'SMin-' || :client_id || '-' || random(1, 1000000000), '2027-01-12 15:00+00');
+       'SMin-' || :client_id || '-' || :k, '2027-01-12 15:00+00');
 EOF2
 cat > "$WORK/delivery.sql" <<'EOF2'
 \set c random(1, 20000)
