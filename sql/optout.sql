@@ -284,6 +284,14 @@ SELECT body, status FROM journey.messages WHERE status = 'cancelled';
 SELECT journey.ingest_delivery_event('twilio', '{"MessageSid": "SMa", "MessageStatus": "delivered"}',
                                      '2027-01-12 15:00:30+00') = :m1 AS matched;
 SELECT delivery_status, delivery_updated_at FROM journey.messages WHERE id = :m1;
+-- a failed callback with 21610 (the recipient replied STOP to Twilio) -> sms_stop
+INSERT INTO journey.messages (business_id, channel, to_address, body, status, provider_message_id)
+VALUES (:'b2', 'sms', '+15550100001', 'z', 'sent', 'SMz');
+SELECT journey.ingest_delivery_event('twilio', '{"MessageSid": "SMz", "MessageStatus": "failed", "ErrorCode": "21610"}',
+                                     '2027-01-12 15:03+00') IS NOT NULL AS matched;
+SELECT address, reason, delivery_status FROM journey.suppressions s
+  JOIN journey.messages m ON m.provider_message_id = 'SMz'
+ WHERE s.business_id = :'b2' AND s.channel = 'sms';
 -- Resend: bounced suppresses, a later delivered moves the status back but
 -- never lifts the suppression
 SELECT journey.ingest_delivery_event('resend', '{"type": "email.bounced", "data": {"email_id": "re_b", "bounce": {"message": "550 no such user\u0007\n"}}}',
