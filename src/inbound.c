@@ -422,7 +422,8 @@ journey_ingest_inbound_sms(PG_FUNCTION_ARGS)
 			elog(ERROR, "could not record an inbound sms");
 		if (SPI_processed == 0)
 		{
-			if (journey_spi_kept(&replay_plan, replay_sql, 1, types, values, NULL, true, 1)
+			/* Not read-only: a fresh snapshot sees the racing first's commit. */
+			if (journey_spi_kept(&replay_plan, replay_sql, 1, types, values, NULL, false, 1)
 				!= SPI_OK_SELECT)
 				elog(ERROR, "could not read an inbound sms");
 			if (SPI_processed == 1)
