@@ -19,6 +19,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -269,7 +270,7 @@ journey_set_frequency_caps(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-/* Messages this transaction's executor decided to queue, not yet written. */
+/* Messages this executor call decided to queue, not yet written. */
 typedef struct PendingSend
 {
 	pg_uuid_t	business_id;
@@ -279,17 +280,46 @@ typedef struct PendingSend
 } PendingSend;
 
 static List *pending = NIL;
-static LocalTransactionId pending_lxid = InvalidLocalTransactionId;
 
+/* Businesses known to have no caps at all, so their sends cost no query. */
+static List *uncapped = NIL;
+static LocalTransactionId pending_lxid = InvalidLocalTransactionId;
+static TimestampTz pending_statement = 0;
+
+/* The lists belong to one executor call: one top-level statement. */
 static void
 pending_reset_if_stale(void)
 {
-	if (pending_lxid != MyProc->lxid)
+	if (pending_lxid != MyProc->lxid ||
+		pending_statement != GetCurrentStatementStartTimestamp())
 	{
-		/* The list lived in a transaction that is over. */
 		pending = NIL;
+		uncapped = NIL;
 		pending_lxid = MyProc->lxid;
+		pending_statement = GetCurrentStatementStartTimestamp();
 	}
+}
+
+static bool
+known_uncapped(Datum business_id)
+{
+	ListCell   *lc;
+
+	foreach(lc, uncapped)
+		if (memcmp(lfirst(lc), DatumGetUUIDP(business_id), sizeof(pg_uuid_t)) == 0)
+			return true;
+	return false;
+}
+
+static void
+note_uncapped(Datum business_id)
+{
+	MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
+	pg_uuid_t  *id = palloc(sizeof(pg_uuid_t));
+
+	memcpy(id, DatumGetUUIDP(business_id), sizeof(pg_uuid_t));
+	uncapped = lappend(uncapped, id);
+	MemoryContextSwitchTo(old);
 }
 
 void
@@ -327,11 +357,16 @@ static const char *cap_sql =
 " WHERE b.id OPERATOR(pg_catalog.=) $1"
 "   AND b.frequency_caps OPERATOR(pg_catalog.?) $3";
 
+static const char *has_caps_sql =
+"SELECT 1 FROM journey.businesses b WHERE b.id OPERATOR(pg_catalog.=) $1"
+"   AND b.frequency_caps OPERATOR(pg_catalog.<>) '{}'::jsonb";
+
 bool
 journey_frequency_cap_hit(Datum business_id, Datum customer_id, const char *purpose,
 						  TimestampTz run_at, char **detail)
 {
 	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr has_caps_plan = NULL;
 	Oid			types[4] = {UUIDOID, UUIDOID, TEXTOID, TIMESTAMPTZOID};
 	Datum		values[4];
 	bool		isnull;
@@ -341,6 +376,18 @@ journey_frequency_cap_hit(Datum business_id, Datum customer_id, const char *purp
 
 	if (purpose == NULL)
 		return false;
+	/* Most businesses set no caps: one look per business and executor call. */
+	pending_reset_if_stale();
+	if (known_uncapped(business_id))
+		return false;
+	if (journey_spi_kept(&has_caps_plan, has_caps_sql, 1, types, &business_id, NULL,
+						 true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "frequency cap look-up failed");
+	if (SPI_processed == 0)
+	{
+		note_uncapped(business_id);
+		return false;
+	}
 	values[0] = business_id;
 	values[1] = customer_id;
 	values[2] = CStringGetTextDatum(purpose);
