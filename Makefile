@@ -27,6 +27,11 @@ OBJS = \
 	src/health.o \
 	src/erasure.o \
 	src/retention.o \
+	src/suppress.o \
+	src/unsubscribe.o \
+	src/inbound.o \
+	src/delivery.o \
+	src/send_rules.o \
 	src/launcher.o
 
 DATA = $(wildcard journey--*.sql)

@@ -725,6 +725,235 @@ CREATE EVENT TRIGGER journey_drop_cron_job ON ddl_command_start
     WHEN TAG IN ('DROP EXTENSION')
     EXECUTE FUNCTION journey.drop_cron_job();
 
+-- ===== opt-outs and delivery feedback (issue 13) =====
+-- SPEC section 9, frequency caps and the SMS window (section 4) and the
+-- roles journey_public and journey_webhook (section 6).  The C side is in
+-- src/suppress.c, src/unsubscribe.c, src/inbound.c, src/delivery.c and
+-- src/send_rules.c.
+
+DO $do$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'journey_public') THEN
+        CREATE ROLE journey_public NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'journey_webhook') THEN
+        CREATE ROLE journey_webhook NOLOGIN;
+    END IF;
+END
+$do$;
+
+-- A purpose -> interval map, every interval > 0; false (a 23514 from the
+-- CHECK) for anything else.  journey.set_frequency_caps says what is wrong.
+CREATE FUNCTION journey.frequency_caps_valid(p_caps jsonb)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'journey_frequency_caps_valid'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+ALTER TABLE journey.businesses
+    ADD COLUMN frequency_caps jsonb NOT NULL DEFAULT '{}'
+        CONSTRAINT businesses_frequency_caps_check CHECK (journey.frequency_caps_valid(frequency_caps));
+
+-- Sets a business's caps, raising 22023 naming the bad entry.
+CREATE FUNCTION journey.set_frequency_caps(p_business_id uuid, p_caps jsonb)
+RETURNS void
+AS 'MODULE_PATHNAME', 'journey_set_frequency_caps'
+LANGUAGE C VOLATILE;
+
+ALTER TABLE journey.messages
+    ADD COLUMN delivery_status text
+        CONSTRAINT messages_delivery_status_check
+        CHECK (delivery_status IN ('delivered', 'undelivered', 'bounced', 'complained')),
+    ADD COLUMN delivery_updated_at timestamptz;
+-- The frequency caps' look-up: a customer's earlier messages of a purpose.
+CREATE INDEX messages_customer_purpose_idx
+    ON journey.messages (business_id, customer_id, message_purpose, send_after);
+-- Delivery callbacks find their message by the provider's id.
+CREATE INDEX messages_provider_message_id_idx
+    ON journey.messages (provider_message_id) WHERE provider_message_id IS NOT NULL;
+-- Inbound SMS find the customers behind a number written in any format.
+CREATE FUNCTION journey.normalize_phone(p_phone text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'journey_normalize_phone'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+CREATE INDEX customers_phone_normalized_idx
+    ON journey.customers (journey.normalize_phone(phone)) WHERE phone IS NOT NULL;
+
+-- The key of the unsubscribe tokens: 32 bytes from pg_strong_random, made
+-- once by the install script.  Admin-only (row-level security on, no
+-- policy, no grant); dumped with the data, so a restore keeps old links
+-- working.
+CREATE FUNCTION journey.new_unsubscribe_secret()
+RETURNS bytea
+AS 'MODULE_PATHNAME', 'journey_new_unsubscribe_secret'
+LANGUAGE C VOLATILE;
+CREATE TABLE journey.unsubscribe_secret (
+    one_row     boolean PRIMARY KEY DEFAULT true CHECK (one_row),
+    secret      bytea NOT NULL CHECK (pg_catalog.length(secret) OPERATOR(pg_catalog.>=) 32),
+    created_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+INSERT INTO journey.unsubscribe_secret (secret) SELECT journey.new_unsubscribe_secret();
+SELECT pg_catalog.pg_extension_config_dump('journey.unsubscribe_secret', '');
+
+-- Inbound SMS already handled, by the provider's message id: a repeated
+-- webhook changes nothing and gets the same answer.  Admin-only.
+CREATE TABLE journey.inbound_sms (
+    provider_message_id text PRIMARY KEY,
+    to_number           text NOT NULL,
+    from_number         text NOT NULL,
+    keyword             text,
+    reply               text,
+    received_at         timestamptz NOT NULL
+);
+
+-- Delivery callbacks that arrived before the sender wrote the provider's
+-- id of their message (the provider's callback overtook the sender's
+-- write); the sender applies them when it writes the id.  Admin-only.
+CREATE TABLE journey.delivery_pending (
+    id                  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    channel             text NOT NULL,
+    provider_message_id text NOT NULL,
+    provider_kind       text NOT NULL,
+    status              text,
+    suppress            text,
+    detail              text,
+    received_at         timestamptz NOT NULL
+);
+CREATE INDEX delivery_pending_provider_message_id_idx
+    ON journey.delivery_pending (provider_message_id);
+ALTER TABLE journey.delivery_pending ENABLE ROW LEVEL SECURITY;
+REVOKE ALL ON journey.delivery_pending FROM PUBLIC;
+
+-- Each delivery state a message went through, once (repeats add nothing).
+CREATE TABLE journey.message_deliveries (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    business_id     uuid NOT NULL REFERENCES journey.businesses (id) ON DELETE CASCADE,
+    message_id      bigint NOT NULL REFERENCES journey.messages (id) ON DELETE CASCADE,
+    status          text NOT NULL,
+    provider_kind   text NOT NULL,
+    detail          text,
+    received_at     timestamptz NOT NULL,
+    CONSTRAINT message_deliveries_message_id_status_key UNIQUE (message_id, status)
+);
+CREATE INDEX message_deliveries_business_idx ON journey.message_deliveries (business_id);
+ALTER TABLE journey.message_deliveries ENABLE ROW LEVEL SECURITY;
+CREATE POLICY message_deliveries_member ON journey.message_deliveries TO journey_user
+    USING (business_id OPERATOR(pg_catalog.=) ANY (journey.member_business_ids()))
+    WITH CHECK (business_id OPERATOR(pg_catalog.=) ANY (journey.member_business_ids()));
+GRANT SELECT ON journey.message_deliveries TO journey_user;
+
+-- The URL for List-Unsubscribe and {{unsubscribe_url}}: journey.unsubscribe_url
+-- with a token for (business, channel, address); null while the setting is
+-- empty.  SECURITY DEFINER: it reads the secret for the sender.
+CREATE FUNCTION journey.unsubscribe_link(p_business_id uuid, p_channel text, p_address text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'journey_unsubscribe_link'
+LANGUAGE C STABLE STRICT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+-- The three entry points of the outside world.  SECURITY DEFINER: their
+-- callers (anonymous web visitors, a provider's webhook) are members of no
+-- business; each checks what it is given (a signed token, a number that
+-- a business sends from, a message id) before it writes as the owner.
+CREATE FUNCTION journey.unsubscribe(p_token text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'journey_unsubscribe'
+LANGUAGE C VOLATILE STRICT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION journey.ingest_inbound_sms(p_to text, p_from text, p_body text,
+                                           p_provider_message_id text DEFAULT NULL,
+                                           p_received_at timestamptz DEFAULT pg_catalog.now())
+RETURNS text
+AS 'MODULE_PATHNAME', 'journey_ingest_inbound_sms'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION journey.ingest_delivery_event(p_provider_kind text, p_payload jsonb,
+                                              p_received_at timestamptz DEFAULT pg_catalog.now())
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'journey_ingest_delivery_event'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+REVOKE ALL ON FUNCTION
+    journey.frequency_caps_valid(jsonb),
+    journey.set_frequency_caps(uuid, jsonb),
+    journey.normalize_phone(text),
+    journey.new_unsubscribe_secret(),
+    journey.unsubscribe_link(uuid, text, text),
+    journey.unsubscribe(text),
+    journey.ingest_inbound_sms(text, text, text, text, timestamptz),
+    journey.ingest_delivery_event(text, jsonb, timestamptz)
+    FROM PUBLIC;
+REVOKE ALL ON journey.unsubscribe_secret, journey.inbound_sms,
+    journey.message_deliveries FROM PUBLIC;
+ALTER TABLE journey.unsubscribe_secret ENABLE ROW LEVEL SECURITY;
+ALTER TABLE journey.inbound_sms ENABLE ROW LEVEL SECURITY;
+
+GRANT USAGE ON SCHEMA journey TO journey_public, journey_webhook;
+GRANT EXECUTE ON FUNCTION journey.unsubscribe(text)
+    TO journey_public, journey_webhook, journey_user;
+GRANT EXECUTE ON FUNCTION
+    journey.ingest_inbound_sms(text, text, text, text, timestamptz),
+    journey.ingest_delivery_event(text, jsonb, timestamptz)
+    TO journey_webhook;
+-- Members set their caps (the CHECK validates a direct write).
+GRANT UPDATE (frequency_caps) ON journey.businesses TO journey_user;
+GRANT EXECUTE ON FUNCTION
+    journey.set_frequency_caps(uuid, jsonb),
+    journey.frequency_caps_valid(jsonb),
+    journey.normalize_phone(text)
+    TO journey_user;
+-- The sender: the link for List-Unsubscribe, and Twilio's "unsubscribed"
+-- and "invalid number" answers turned into suppressions.
+GRANT EXECUTE ON FUNCTION journey.unsubscribe_link(uuid, text, text),
+    journey.normalize_phone(text)
+    TO journey_worker;
+GRANT SELECT, INSERT ON journey.suppressions TO journey_worker;
+CREATE POLICY suppressions_worker ON journey.suppressions TO journey_worker
+    USING (true) WITH CHECK (true);
+
+-- The timeline, with a row for each delivery state of a message.
+CREATE OR REPLACE VIEW journey.timeline WITH (security_invoker = true) AS
+SELECT e.business_id, e.customer_id, e.sequence_id, e.id AS enrollment_id,
+       e.enrolled_at AS at, NULL::integer AS step_index,
+       'enrolled'::text AS what,
+       CASE WHEN e.trigger_event_id IS NULL THEN 'enrolled by enroll_customer'
+            ELSE 'enrolled by event ' OPERATOR(pg_catalog.||)
+                 COALESCE(ev.event_type, '(deleted)') OPERATOR(pg_catalog.||)
+                 ' #' OPERATOR(pg_catalog.||) e.trigger_event_id::text
+       END AS detail,
+       0 AS phase, NULL::bigint AS ref_id
+  FROM journey.sequence_enrollments e
+  LEFT JOIN journey.events ev ON ev.id OPERATOR(pg_catalog.=) e.trigger_event_id
+UNION ALL
+SELECT e.business_id, e.customer_id, e.sequence_id, e.id,
+       l.at, l.step_index, l.outcome, l.detail,
+       1, l.id
+  FROM journey.sequence_enrollments e
+  JOIN journey.enrollment_log l ON l.enrollment_id OPERATOR(pg_catalog.=) e.id
+UNION ALL
+SELECT e.business_id, e.customer_id, e.sequence_id, e.id,
+       COALESCE(m.sent_at, m.send_after), m.step_index,
+       'message ' OPERATOR(pg_catalog.||) m.status,
+       pg_catalog.format('%s to %s, %s attempt(s)%s%s', m.channel, m.to_address,
+                         m.attempts, ', provider id ' OPERATOR(pg_catalog.||) m.provider_message_id,
+                         ': ' OPERATOR(pg_catalog.||) m.last_error),
+       2, m.id
+  FROM journey.sequence_enrollments e
+  JOIN journey.messages m ON m.enrollment_id OPERATOR(pg_catalog.=) e.id
+UNION ALL
+SELECT e.business_id, e.customer_id, e.sequence_id, e.id,
+       d.received_at, m.step_index,
+       'delivery ' OPERATOR(pg_catalog.||) d.status,
+       pg_catalog.format('%s to %s, reported by %s%s', m.channel, m.to_address,
+                         d.provider_kind, ': ' OPERATOR(pg_catalog.||) d.detail),
+       3, d.id
+  FROM journey.sequence_enrollments e
+  JOIN journey.messages m ON m.enrollment_id OPERATOR(pg_catalog.=) e.id
+  JOIN journey.message_deliveries d ON d.message_id OPERATOR(pg_catalog.=) m.id;
+
+-- ===== every table in pg_dump (issue 11; keep this section last) =====
 -- pg_dump and pg_dumpall keep every row of every table and the position of
 -- every identity sequence.  Loading the dump replays nothing: see
 -- journey_loading_dump (src/backup.c).

@@ -104,7 +104,8 @@ FROM pg_class c
 WHERE c.relnamespace = 'journey'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
   AND c.relname NOT IN ('businesses', 'business_members', 'customers', 'sequences',
                         'sequence_steps', 'sequence_enrollments', 'events', 'messages',
-                        'enrollment_log', 'suppressions', 'timeline', 'queue_stats')
+                        'enrollment_log', 'suppressions', 'timeline', 'queue_stats',
+                        'message_deliveries')
   AND (has_table_privilege('journey_user', c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')
        OR has_any_column_privilege('journey_user', c.oid, 'SELECT, INSERT, UPDATE, REFERENCES'))
 ORDER BY 1;
@@ -157,7 +158,12 @@ WHERE p.pronamespace = 'journey'::regnamespace
   AND p.proname NOT IN ('create_business', 'create_sequence', 'enroll_customer',
                         'ingest_event', 'stop_enrollment', 'render_template',
                         'current_member', 'member_business_ids', 'check_timezone',
-                        'forget_customer');
+                        'forget_customer',
+                        -- opt-outs (issue 13): CHECK and index helpers,
+                        -- the caps' API, the unsubscribe link and the
+                        -- worker's List-Unsubscribe header
+                        'frequency_caps_valid', 'normalize_phone', 'set_frequency_caps',
+                        'unsubscribe', 'unsubscribe_link');
 SELECT p.oid::regprocedure AS callable_by_worker
 FROM pg_proc p
 WHERE p.pronamespace = 'journey'::regnamespace
@@ -192,7 +198,8 @@ ORDER BY 1::text;
 SELECT c.relname AS table_without_business_index
 FROM pg_class c
 WHERE c.relnamespace = 'journey'::regnamespace AND c.relkind = 'r'
-  AND c.relname <> 'installation'  -- not a tenant table: one row, no business
+  -- not tenant tables: admin-only, of no one business (issues 11, 13)
+  AND c.relname NOT IN ('installation', 'inbound_sms', 'unsubscribe_secret', 'delivery_pending')
   AND NOT EXISTS (
       SELECT 1 FROM pg_index i
       JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]

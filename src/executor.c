@@ -60,6 +60,7 @@
 #include "utils/resowner.h"
 
 #include "executor_private.h"
+#include "optout.h"
 
 PG_FUNCTION_INFO_V1(journey_advance_due_enrollments);
 
@@ -382,6 +383,9 @@ enrollment_ctx(ExecState *st, ExecEnrollment *en)
 	push_column(&ps, "timezone", tup, desc, CLAIM_BUSINESS_TZ);
 	pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
 	push_column(&ps, "review_link", tup, desc, CLAIM_BUSINESS_REVIEW_URL);
+	/* null while journey.unsubscribe_url is empty: a missing value */
+	push_cstring(&ps, "unsubscribe_url",
+				 journey_unsubscribe_url_for(en->business_id, "email", en->email));
 
 	push_key(&ps, "enrollment");
 	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
@@ -433,6 +437,7 @@ run_send(ExecState *st, ExecEnrollment *en, JourneyStep *step)
 	StringInfo	subject = &st->subject;
 	StringInfo	body = &st->body;
 	const char *missing = NULL;
+	char	   *detail = NULL;
 	int			row;
 
 	/* 1. address and suppression */
@@ -450,6 +455,14 @@ run_send(ExecState *st, ExecEnrollment *en, JourneyStep *step)
 		return SEND_GO_ON;
 	}
 
+	/* 1b. frequency caps, across the business's journeys (optout.h) */
+	if (journey_frequency_cap_hit(en->business_id, en->customer_id, step->purpose,
+								  st->as_of, &detail))
+	{
+		log_decision(st, en, step->step_index, "skipped_frequency_cap", detail);
+		return SEND_GO_ON;
+	}
+
 	/* 2. quiet hours, in the recipient's local time */
 	if (seq->has_quiet &&
 		journey_quiet_hours_end(st->as_of, recipient_zone(en),
@@ -464,6 +477,19 @@ run_send(ExecState *st, ExecEnrollment *en, JourneyStep *step)
 		journey_format_time(&st->buf, seq->quiet_end);
 		set_waiting(st, en, step->step_index, run_at);
 		log_decision(st, en, step->step_index, "deferred_quiet_hours", st->buf.data);
+		return SEND_DEFERRED;
+	}
+
+	/* 2b. the SMS window, on top of quiet hours (optout.h) */
+	if (!email && journey_sms_window_defer(st->as_of, recipient_zone(en), &run_at))
+	{
+		resetStringInfo(&st->buf);
+		appendStringInfoString(&st->buf, "deferred to ");
+		journey_format_local(&st->buf, run_at, recipient_zone(en));
+		appendStringInfo(&st->buf, " %s: outside the SMS window %s", en->zone,
+						 journey_sms_window);
+		set_waiting(st, en, step->step_index, run_at);
+		log_decision(st, en, step->step_index, "deferred_sms_window", st->buf.data);
 		return SEND_DEFERRED;
 	}
 
@@ -540,6 +566,7 @@ run_send(ExecState *st, ExecEnrollment *en, JourneyStep *step)
 				   PointerGetDatum(cstring_to_text_with_len(body->data, body->len)));
 	if (seq->limited)
 		journey_rate_add(&seq->rate, st->as_of);
+	journey_frequency_cap_note(en->business_id, en->customer_id, step->purpose, st->as_of);
 	resetStringInfo(&st->buf);
 	appendStringInfo(&st->buf, "%s to %s", channel, address);
 	log_decision(st, en, step->step_index, "queued", st->buf.data);

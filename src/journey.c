@@ -19,6 +19,7 @@
 #include "utils/guc.h"
 
 #include "journey.h"
+#include "optout.h"
 
 PG_MODULE_MAGIC;
 
@@ -126,6 +127,8 @@ _PG_init(void)
 							5000, 10, 3600000,
 							PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
+
+	journey_optout_define_gucs();
 
 	MarkGUCPrefixReserved("journey");
 	journey_cron_init();

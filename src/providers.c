@@ -24,6 +24,7 @@
 
 #include "journey.h"
 #include "sender.h"
+#include "optout.h"
 
 /* Longest piece of a provider's response quoted in last_error. */
 #define RESPONSE_QUOTE_LEN 200
@@ -142,6 +143,34 @@ build_twilio(JourneyRequest *req)
 	return NULL;
 }
 
+/*
+ * RFC 8058 one-click unsubscribe.  The URL comes from
+ * journey.unsubscribe_link (a checked base and a base64url token), so it
+ * holds no space, control character or angle bracket to escape.
+ */
+static void
+append_smtp_unsubscribe(StringInfo b, JourneyMessage *m)
+{
+	if (m->unsubscribe_url == NULL)
+		return;
+	appendStringInfo(b, "List-Unsubscribe: <%s>\r\n", m->unsubscribe_url);
+	appendStringInfoString(b, "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n");
+}
+
+/* The same two headers in the Resend API's "headers" object. */
+static void
+append_resend_unsubscribe(StringInfo b, JourneyMessage *m)
+{
+	char	   *value;
+
+	if (m->unsubscribe_url == NULL)
+		return;
+	value = psprintf("<%s>", m->unsubscribe_url);
+	appendStringInfoString(b, ",\"headers\":{\"List-Unsubscribe\":");
+	escape_json(b, value);
+	appendStringInfoString(b, ",\"List-Unsubscribe-Post\":\"List-Unsubscribe=One-Click\"}");
+}
+
 static const char *
 build_resend(JourneyRequest *req)
 {
@@ -161,6 +190,7 @@ build_resend(JourneyRequest *req)
 	escape_json(&b, m->subject ? m->subject : "");
 	appendStringInfoString(&b, ",\"text\":");
 	escape_json(&b, m->body);
+	append_resend_unsubscribe(&b, m);
 	appendStringInfoChar(&b, '}');
 	req->payload = b.data;
 	req->payload_len = b.len;
@@ -309,6 +339,7 @@ build_smtp(JourneyRequest *req)
 	}
 	appendStringInfo(&b, "Message-ID: %s\r\n", req->provider_message_id);
 	appendStringInfo(&b, "X-Journey-Message-Id: " INT64_FORMAT "\r\n", m->id);
+	append_smtp_unsubscribe(&b, m);
 	appendStringInfoString(&b, "MIME-Version: 1.0\r\n"
 						   "Content-Type: text/plain; charset=UTF-8\r\n"
 						   "Content-Transfer-Encoding: base64\r\n\r\n");
@@ -506,6 +537,7 @@ journey_request_classify(JourneyRequest *req, CURLcode rc, long status,
 	res->retry_after_ms = -1;
 	res->error = NULL;
 	res->provider_message_id = NULL;
+	res->suppress_reason = NULL;
 
 	if (rc != CURLE_OK)
 	{
@@ -552,7 +584,13 @@ journey_request_classify(JourneyRequest *req, CURLcode rc, long status,
 		res->retry_after_ms = (status == 429 || status == 503) ? req->retry_after_ms : -1;
 	}
 	else
+	{
 		res->outcome = JOURNEY_FAILED;
+		/* Twilio's "unsubscribed" and "not a (mobile) number": never again. */
+		if (strcmp(req->msg->kind, "twilio") == 0)
+			res->suppress_reason =
+				journey_twilio_error_suppression(response_id(&req->response, "code"));
+	}
 	res->error = scrub(req, psprintf("%s answered HTTP %ld: %s", req->msg->kind,
 									 status, response_quote(req)));
 }

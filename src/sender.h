@@ -96,6 +96,7 @@ typedef struct JourneyMessage
 	char	   *settings;		/* provider settings, jsonb as text */
 	/* <installation id>-<id>: unique across databases and reinstalls */
 	char	   *idempotency_key;
+	char	   *unsubscribe_url;	/* List-Unsubscribe target, NULL when none */
 } JourneyMessage;
 
 typedef enum JourneyOutcome
@@ -138,6 +139,7 @@ typedef struct JourneyResult
 	char	   *error;			/* why it was retried or failed */
 	char	   *provider_message_id;
 	int64		retry_after_ms; /* -1: use the backoff */
+	const char *suppress_reason;	/* the provider refuses the address for good */
 } JourneyResult;
 
 /* providers.c */

@@ -246,10 +246,10 @@ journey_template_paths_ok(const JourneyTemplate *tmpl, const char *where, Journe
 			if (node->nsegments != 2 || !segment_in(node->segments[1], business_fields))
 				problem = "is not a business field (name, email, phone, google_review_url, timezone)";
 		}
-		else if (strcmp(ns, "review_link") == 0)
+		else if (strcmp(ns, "review_link") == 0 || strcmp(ns, "unsubscribe_url") == 0)
 		{
 			if (node->nsegments != 1)
-				problem = "has fields, but review_link is a plain value";
+				problem = psprintf("has fields, but %s is a plain value", ns);
 		}
 		else if (strcmp(ns, "enrollment") == 0)
 		{

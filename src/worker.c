@@ -45,6 +45,7 @@
 
 #include "journey.h"
 #include "sender.h"
+#include "optout.h"
 
 static int	my_slot = -1;
 static char claim_token[32];	/* this server's system identifier */
@@ -101,7 +102,9 @@ static char installation_id[64];	/* journey.installation's id, as of the claim *
 " RETURNING m.id, m.attempts, m.business_id::text, m.customer_id::text," \
 "   m.enrollment_id::text, m.sequence_id::text, m.step_index::text, m.channel," \
 "   m.message_purpose, m.to_address, m.subject, m.body, due.kind, due.endpoint," \
-"   due.from_address, due.credentials, due.settings::text"
+"   due.from_address, due.credentials, due.settings::text," \
+"   CASE WHEN m.channel OPERATOR(pg_catalog.=) 'email'" \
+"     THEN journey.unsubscribe_link(m.business_id, m.channel, m.to_address) END"
 
 static const char *claim_sql = CLAIM_SQL("");
 
@@ -129,7 +132,8 @@ typedef enum ClaimColumn
 	CLAIM_FROM_ADDRESS,
 	CLAIM_CREDENTIALS,
 	CLAIM_SETTINGS,
-	CLAIM_NCOLUMNS = CLAIM_SETTINGS
+	CLAIM_UNSUBSCRIBE_URL,
+	CLAIM_NCOLUMNS = CLAIM_UNSUBSCRIBE_URL
 } ClaimColumn;
 
 
@@ -471,6 +475,12 @@ write_results(bool keep_open)
 	if (n > 0 && SPI_execute_plan(result_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "journey sender could not write results");
 	journey_health_results(my_slot, journey_transport_in_flight(), n_sent, n_failed, n_retried);
+	/* Callbacks that overtook these results; refusals for good. */
+	if (n > 0)
+		journey_apply_early_deliveries(args[0]);
+	for (i = 0; i < n_results; i++)
+		if (results[i].suppress_reason && results[i].relid == messages_relid)
+			journey_suppress_message_address(results[i].id, results[i].suppress_reason);
 	if (keep_open)
 		return true;
 	end_work();
@@ -504,6 +514,7 @@ message_from_tuple(HeapTuple tup, TupleDesc desc)
 	m->credentials = col_text(tup, desc, CLAIM_CREDENTIALS);
 	m->settings = col_text(tup, desc, CLAIM_SETTINGS);
 	m->idempotency_key = psprintf("%s-" INT64_FORMAT, installation_id, m->id);
+	m->unsubscribe_url = col_text(tup, desc, CLAIM_UNSUBSCRIBE_URL);
 	return m;
 }
 

@@ -17,6 +17,7 @@ path chooses the answer:
   /hang                     never answers (the client times out)
   /drop                     closes the connection without an answer
   /slow/<ms>                200 after <ms> milliseconds
+  /twilio_error/<code>      400 {"code": <code>, ...}, as Twilio refuses a send
 """
 import json
 import sys
@@ -76,6 +77,10 @@ class Handler(BaseHTTPRequestHandler):
                 self.answer(int(parts[2]), {"message": "scripted failure %d" % n}, extra)
             else:
                 self.answer(200, {"id": "wh-" + key})
+        elif parts[0] == "twilio_error":
+            self.answer(400, {"code": int(parts[1]), "message": "scripted Twilio error",
+                              "more_info": "https://www.twilio.com/docs/errors/" + parts[1],
+                              "status": 400})
         elif parts[0] == "hang":
             time.sleep(3600)
         elif parts[0] == "drop":
