@@ -42,10 +42,8 @@ ALTER TABLE journey.installation ENABLE ROW LEVEL SECURITY;
 CREATE POLICY installation_worker ON journey.installation FOR SELECT TO journey_worker
     USING (true);
 GRANT SELECT ON journey.installation TO journey_worker;
--- The sender re-checks suppressions when it claims a message.
-CREATE POLICY suppressions_worker ON journey.suppressions FOR SELECT TO journey_worker
-    USING (true);
-GRANT SELECT ON journey.suppressions TO journey_worker;
+-- The sender re-checks suppressions when it claims a message: its policy
+-- on journey.suppressions (suppressions_worker) is in the opt-outs section.
 
 -- A deleted customer leaves no message behind, in an enrollment or not.
 -- 0.2 left the messages of deleted customers outside any enrollment in
@@ -170,7 +168,8 @@ ALTER TABLE journey.businesses
 CREATE FUNCTION journey.set_frequency_caps(p_business_id uuid, p_caps jsonb)
 RETURNS void
 AS 'MODULE_PATHNAME', 'journey_set_frequency_caps'
-LANGUAGE C VOLATILE;
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
 
 ALTER TABLE journey.messages
     ADD COLUMN delivery_status text
@@ -198,7 +197,8 @@ CREATE INDEX customers_phone_normalized_idx
 CREATE FUNCTION journey.new_unsubscribe_secret()
 RETURNS bytea
 AS 'MODULE_PATHNAME', 'journey_new_unsubscribe_secret'
-LANGUAGE C VOLATILE;
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
 CREATE TABLE journey.unsubscribe_secret (
     one_row     boolean PRIMARY KEY DEFAULT true CHECK (one_row),
     secret      bytea NOT NULL CHECK (pg_catalog.length(secret) OPERATOR(pg_catalog.>=) 32),

@@ -192,7 +192,7 @@ SELECT journey.purge('180 days', '2027-06-01 00:00+00') AS purged_again;
 -- ===================================================================
 -- queue_stats
 -- ===================================================================
-TRUNCATE journey.messages;
+TRUNCATE journey.messages CASCADE;
 INSERT INTO journey.messages (business_id, channel, to_address, body, status, send_after, sent_at) VALUES
   (:'b1', 'email', 'a@example.com', 'x', 'queued', now() - interval '10 minutes', NULL),
   (:'b1', 'email', 'b@example.com', 'x', 'queued', now() - interval '5 minutes', NULL),
