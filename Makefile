@@ -20,6 +20,7 @@ OBJS = \
 	src/providers.o \
 	src/transport.o \
 	src/worker.o \
+	src/worker_executor.o \
 	src/launcher.o
 
 DATA = $(wildcard journey--*.sql)

@@ -613,6 +613,8 @@ journey_advance_due_enrollments(PG_FUNCTION_ARGS)
 
 	/* 5: three set-based statements */
 	exec_apply(&st);
+	/* The sender's executor learns the new next_run_at values at commit. */
+	journey_note_enrollment_due();
 
 	MemoryContextSwitchTo(oldcxt);
 	SPI_finish();

@@ -699,6 +699,8 @@ wait_timeout(void)
 		t = Min(t, next_due > now ? (long) ((next_due - now) / 1000) + 1 : 0);
 	if (n_results > 0)
 		t = Min(t, 100);
+	if (journey_worker_executor_wait_ms() >= 0)
+		t = Min(t, journey_worker_executor_wait_ms());
 	return t;
 }
 
@@ -753,6 +755,7 @@ journey_sender_main(Datum main_arg)
 	requests_cxt = AllocSetContextCreate(TopMemoryContext, "journey sender requests",
 										 ALLOCSET_DEFAULT_SIZES);
 	journey_transport_init();
+	journey_worker_executor_init(my_slot);
 
 	wes = CreateWaitEventSet(TopMemoryContext, 3);
 	AddWaitEventToSet(wes, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
@@ -834,5 +837,9 @@ journey_sender_main(Datum main_arg)
 			next_poll = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000);
 		}
 		PG_END_TRY();
+
+		/* One executor batch at most; what it queued is claimed next turn. */
+		if (journey_worker_executor_step())
+			need_claim = true;
 	}
 }

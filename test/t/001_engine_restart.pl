@@ -11,6 +11,8 @@ $node->init;
 $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'journey'
 journey.database_name = 'postgres'
+# The executor runs only when called: the rows stay where the test left them.
+journey.executor_in_worker = off
 });
 $node->start;
 

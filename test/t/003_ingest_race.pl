@@ -12,7 +12,8 @@ use Test::More;
 
 my $node = PostgreSQL::Test::Cluster->new('ingest_race');
 $node->init;
-$node->append_conf('postgresql.conf', "shared_preload_libraries = 'journey'\njourney.database_name = 'postgres'\n");
+$node->append_conf('postgresql.conf', "shared_preload_libraries = 'journey'\njourney.database_name = 'postgres'\n"
+	. "journey.executor_in_worker = off\n");
 $node->start;
 $node->safe_psql('postgres', q{
 CREATE EXTENSION journey;
