@@ -23,6 +23,8 @@ LOAD_S=${LOAD_S:-30}
 BURST=${BURST:-100000}
 SINGLE=${SINGLE:-50}
 CLIENTS=${CLIENTS:-8}
+# Events per transaction in part 2 (a webhook batch); 1: each its own.
+PER_TX=${PER_TX:-1}
 
 WORK=$(mktemp -d /tmp/journey-latency.XXXXXX)
 chmod 755 "$WORK"
@@ -129,18 +131,23 @@ sink_records
 report idle "idle server, single events"
 
 echo ""
-echo "== 2. $RATE events/s for $LOAD_S s ($CLIENTS pgbench clients, a new customer per event)"
-cat > "$WORK/load.sql" <<SQL
-\\set c random(1, 1000000000)
-BEGIN;
-SELECT journey.ingest_event('$B', 'invoice_paid', jsonb_build_object('external_id', 'load-' || :c, 'full_name', 'Load ' || :c, 'email', 'load' || :c || '@example.com')) AS ev \\gset
-INSERT INTO public.bench_events VALUES (:ev, 'load', extract(epoch FROM clock_timestamp()));
-COMMIT;
-SQL
-as_postgres "$PG_BIN/pgbench" -n -c "$CLIENTS" -j 2 -R "$RATE" -T "$LOAD_S" -f "$WORK/load.sql" \
+echo "== 2. $RATE events/s for $LOAD_S s ($CLIENTS pgbench clients, $PER_TX event(s) per transaction, a new customer per event)"
+{
+    echo '\set c random(1, 1000000000)'
+    echo 'BEGIN;'
+    for k in $(seq "$PER_TX"); do
+        echo "SELECT journey.ingest_event('$B', 'invoice_paid', jsonb_build_object('external_id', 'load-' || :c || '-$k', 'full_name', 'Load ' || :c, 'email', 'load' || :c || '-$k@example.com')) AS ev \gset"
+        echo "INSERT INTO public.bench_events VALUES (:ev, 'load', 0);"
+    done
+    # Every event of the transaction gets its commit's time.
+    # (Rows with t = 0 that another session has not committed are not seen.)
+    echo "UPDATE public.bench_events SET t = extract(epoch FROM clock_timestamp()) WHERE t = 0;"
+    echo 'COMMIT;'
+} > "$WORK/load.sql"
+as_postgres "$PG_BIN/pgbench" -n -c "$CLIENTS" -j 2 -R "$((RATE / PER_TX))" -T "$LOAD_S" -f "$WORK/load.sql" \
     -h "$CLUSTER_DIR" -p "$CLUSTER_PORT" -U postgres journey > "$WORK/pgbench.out" 2>&1 ||
     { cat "$WORK/pgbench.out"; exit 1; }
-echo "   pgbench: $(sed -n 's/^tps = \([0-9.]*\) (without.*/\1 events\/s/p' "$WORK/pgbench.out"), $(sed -n 's/^latency average = /transaction latency avg /p' "$WORK/pgbench.out"), $(sed -n 's/^rate limit schedule lag: avg \([0-9.]*\) (max \([0-9.]*\)) ms/schedule lag avg \1 ms, max \2 ms/p' "$WORK/pgbench.out")"
+echo "   pgbench: $(sed -n 's/^tps = \([0-9.]*\) (without.*/\1 transactions\/s/p' "$WORK/pgbench.out"), $(sed -n 's/^latency average = /transaction latency avg /p' "$WORK/pgbench.out"), $(sed -n 's/^rate limit schedule lag: avg \([0-9.]*\) (max \([0-9.]*\)) ms/schedule lag avg \1 ms, max \2 ms/p' "$WORK/pgbench.out")"
 wait_sent load
 sink_records
 report load "$RATE events/s for $LOAD_S s"
