@@ -16,6 +16,9 @@
  * one at a time.  A message that keeps killing the sender runs out of
  * attempts that way and fails alone.
  *
+ * Each turn of the loop may also take one executor batch for the database
+ * (worker_executor.c), in a transaction of its own between the others.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -688,6 +691,7 @@ wait_timeout(void)
 	TimestampTz now = GetCurrentTimestamp();
 	long		t;
 	long		curl_t = journey_transport_timeout_ms();
+	long		executor_t = journey_worker_executor_wait_ms();
 	bool		room = room_to_claim();
 
 	if (need_claim && room)
@@ -699,8 +703,8 @@ wait_timeout(void)
 		t = Min(t, next_due > now ? (long) ((next_due - now) / 1000) + 1 : 0);
 	if (n_results > 0)
 		t = Min(t, 100);
-	if (journey_worker_executor_wait_ms() >= 0)
-		t = Min(t, journey_worker_executor_wait_ms());
+	if (executor_t >= 0)
+		t = Min(t, executor_t);
 	return t;
 }
 
