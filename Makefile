@@ -32,6 +32,7 @@ OBJS = \
 	src/inbound.o \
 	src/delivery.o \
 	src/send_rules.o \
+	src/worker_executor.o \
 	src/launcher.o
 
 DATA = $(wildcard journey--*.sql)

@@ -366,6 +366,19 @@ SELECT e.business_id, e.customer_id, e.sequence_id, e.id,
   JOIN journey.messages m ON m.enrollment_id OPERATOR(pg_catalog.=) e.id
   JOIN journey.message_deliveries d ON d.message_id OPERATOR(pg_catalog.=) m.id;
 
+-- ===== latency: the executor in the sender (issue 16) =====
+-- What each sender's executor did since the sender started
+-- (src/worker_executor.c): commits that woke it, its passes, the
+-- enrollments they advanced, and when it runs next.  Administrators only.
+CREATE FUNCTION journey.executor_status(
+    OUT datname name, OUT pid integer, OUT enabled boolean, OUT wakeups bigint,
+    OUT passes bigint, OUT advanced bigint, OUT last_pass_at timestamptz,
+    OUT next_pass_at timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'journey_executor_status'
+LANGUAGE C VOLATILE;
+REVOKE ALL ON FUNCTION journey.executor_status() FROM PUBLIC;
+
 -- ===== every table in pg_dump (issue 11; keep this section last) =====
 -- pg_dump and pg_dumpall keep every row of every table and the position of
 -- every identity sequence.  Loading the dump replays nothing: see

@@ -220,7 +220,10 @@ journey_enroll_customer(PG_FUNCTION_ARGS)
 							  6, types, values, NULL, false, 0) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "inserting the enrollment failed");
 	if (SPI_processed > 0)
+	{
 		enrollment_id = journey_spi_get_copy(0, 1, UUIDOID, &isnull, caller_cxt);
+		journey_note_enrollment_due();
+	}
 	else
 	{
 		/* A concurrent call enrolled the customer first: return its enrollment. */

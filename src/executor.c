@@ -934,6 +934,9 @@ journey_advance_due_enrollments(PG_FUNCTION_ARGS)
 		run_isolated(&st, ens, nclaimed);
 	}
 
+	/* The sender's executor learns the new next_run_at values at commit. */
+	journey_note_enrollment_due();
+
 	MemoryContextSwitchTo(oldcxt);
 	SPI_finish();
 	MemoryContextDelete(callcxt);

@@ -37,6 +37,8 @@ extern int	journey_retry_base_ms;
 extern int	journey_retry_max_ms;
 extern int	journey_lease_ms;
 extern int	journey_poll_interval_ms;
+extern bool journey_executor_in_worker;
+extern int	journey_executor_batch_size;
 
 /* ---------- util.c: small shared helpers ---------- */
 
@@ -275,6 +277,13 @@ extern bool journey_rate_defer(const JourneyRateWindow *w, TimestampTz t,
  * is set when (and only if) the transaction commits.
  */
 extern void journey_sender_wake_at_commit(void);
+/*
+ * worker_executor.c: notes that this transaction made enrollments due, or
+ * moved when they are due (an enrollment, an event a wait_until step
+ * waits for, a journey update that moves enrollments).  When (and only
+ * if) it commits, the sender of this database runs the executor.
+ */
+extern void journey_note_enrollment_due(void);
 /* launcher.c: shared memory, the launcher worker, the DROP DATABASE hook. */
 extern void journey_sender_register(void);
 /* worker.c: the sender's main loop. */

@@ -43,6 +43,14 @@ typedef struct JourneySenderSlot
 	int64		sent;
 	int64		failed;
 	int64		retried;
+	/* The executor in the sender (worker_executor.c), counted since it started. */
+	bool		enrollments_due;	/* a commit made enrollments due */
+	bool		executor_enabled;	/* journey.executor_in_worker as it sees it */
+	uint64		executor_wakeups;	/* commits that set enrollments_due */
+	uint64		executor_passes;
+	uint64		executor_advanced;	/* enrollments its passes handled */
+	TimestampTz executor_last_pass_at;
+	TimestampTz executor_next_pass_at;	/* 0: at the loop's next turn */
 } JourneySenderSlot;
 
 typedef struct JourneySenderShmem
@@ -141,6 +149,13 @@ typedef struct JourneyResult
 	int64		retry_after_ms; /* -1: use the backoff */
 	const char *suppress_reason;	/* the provider refuses the address for good */
 } JourneyResult;
+
+/* worker_executor.c: the executor's step in the sender's loop */
+extern void journey_worker_executor_init(int slot);
+/* Runs a pass when one is due; true when it advanced enrollments. */
+extern bool journey_worker_executor_step(void);
+/* Milliseconds until a pass is due, -1 for none. */
+extern long journey_worker_executor_wait_ms(void);
 
 /* providers.c */
 /* Builds msg's request in cxt (which holds msg); NULL and *error if it can't. */

@@ -144,6 +144,13 @@ journey_match_events(PG_FUNCTION_ARGS)
 	rc = SPI_execute_plan(journey_keep_plan(&enroll_plan, enroll_sql, 0, NULL), NULL, NULL, false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "enrolling customers on trigger events failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed == 1)
+	{
+		bool		isnull;
+
+		if (DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) > 0)
+			journey_note_enrollment_due();
+	}
 
 	SPI_finish();
 	journey_restore_user(&saved);

@@ -16,6 +16,9 @@
  * one at a time.  A message that keeps killing the sender runs out of
  * attempts that way and fails alone.
  *
+ * Each turn of the loop may also take one executor batch for the database
+ * (worker_executor.c), in a transaction of its own between the others.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -741,6 +744,7 @@ wait_timeout(void)
 	TimestampTz now = GetCurrentTimestamp();
 	long		t;
 	long		curl_t = journey_transport_timeout_ms();
+	long		executor_t = journey_worker_executor_wait_ms();
 	bool		room = room_to_claim();
 
 	if (need_claim && room)
@@ -752,6 +756,8 @@ wait_timeout(void)
 		t = Min(t, next_due > now ? (long) ((next_due - now) / 1000) + 1 : 0);
 	if (n_results > 0)
 		t = Min(t, 100);
+	if (executor_t >= 0)
+		t = Min(t, executor_t);
 	return t;
 }
 
@@ -795,6 +801,7 @@ journey_sender_main(Datum main_arg)
 	requests_cxt = AllocSetContextCreate(TopMemoryContext, "journey sender requests",
 										 ALLOCSET_DEFAULT_SIZES);
 	journey_transport_init();
+	journey_worker_executor_init(my_slot);
 
 	wes = CreateWaitEventSet(TopMemoryContext, 3);
 	AddWaitEventToSet(wes, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
@@ -876,5 +883,9 @@ journey_sender_main(Datum main_arg)
 			next_poll = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000);
 		}
 		PG_END_TRY();
+
+		/* One executor batch at most; what it queued is claimed next turn. */
+		if (journey_worker_executor_step())
+			need_claim = true;
 	}
 }

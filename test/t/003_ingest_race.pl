@@ -13,7 +13,8 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use JourneyTest;
 
-my $node = journey_node('ingest_race');
+my $node = journey_node('ingest_race', conf => "journey.executor_in_worker = off
+");
 $node->safe_psql('postgres', q{
 INSERT INTO journey.businesses (id, name) VALUES ('00000000-0000-0000-0000-0000000000b1', 'B');
 SELECT journey.create_sequence('00000000-0000-0000-0000-0000000000b1', '{"name": "J", "status": "active",
