@@ -22,7 +22,7 @@ ALTER FUNCTION journey.unschedule_executor() SET search_path = pg_catalog, pg_te
 -- and restore, whose id joins every message id in the idempotency keys a
 -- provider sees, so two databases, a reinstall or a restore never reuse a
 -- key.  Administrators only.  A row loaded from a dump replaces the one
--- CREATE EXTENSION made in the restored database (installation_replace),
+-- CREATE EXTENSION made in the restored database (replace_single_row),
 -- so the restored database sends with the original's keys; a copy that
 -- will send on its own gets a new id with
 -- UPDATE journey.installation SET id = gen_random_uuid().
@@ -30,13 +30,13 @@ CREATE TABLE journey.installation (
     id                  uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
     created_at          timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
-CREATE FUNCTION journey.installation_replace()
+CREATE FUNCTION journey.replace_single_row()
 RETURNS trigger
-AS 'MODULE_PATHNAME', 'journey_installation_replace'
+AS 'MODULE_PATHNAME', 'journey_replace_single_row'
 LANGUAGE C
 SET search_path = pg_catalog, pg_temp;
 CREATE TRIGGER installation_replace BEFORE INSERT ON journey.installation
-    FOR EACH ROW EXECUTE FUNCTION journey.installation_replace();
+    FOR EACH ROW EXECUTE FUNCTION journey.replace_single_row();
 INSERT INTO journey.installation DEFAULT VALUES;
 ALTER TABLE journey.installation ENABLE ROW LEVEL SECURITY;
 CREATE POLICY installation_worker ON journey.installation FOR SELECT TO journey_worker
@@ -119,7 +119,7 @@ SELECT journey.warn_if_unserved();
 
 -- Administrators' functions: the install script's last section revoked
 -- PUBLIC's EXECUTE from what came before it; these come after.
-REVOKE ALL ON FUNCTION journey.installation_replace(), journey.purge(interval, timestamptz),
+REVOKE ALL ON FUNCTION journey.replace_single_row(), journey.purge(interval, timestamptz),
     journey.sender_status(), journey.warn_if_unserved(),
     journey.forget_customer(uuid, uuid) FROM PUBLIC;
 REVOKE ALL ON journey.installation, journey.queue_stats FROM PUBLIC;
@@ -205,6 +205,9 @@ CREATE TABLE journey.unsubscribe_secret (
     created_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 INSERT INTO journey.unsubscribe_secret (secret) SELECT journey.new_unsubscribe_secret();
+-- A dump's secret replaces this one on restore, so restored links stay valid.
+CREATE TRIGGER unsubscribe_secret_replace BEFORE INSERT ON journey.unsubscribe_secret
+    FOR EACH ROW EXECUTE FUNCTION journey.replace_single_row();
 SELECT pg_catalog.pg_extension_config_dump('journey.unsubscribe_secret', '');
 
 -- Inbound SMS already handled, by the provider's message id: a repeated

@@ -21,7 +21,7 @@
  *	  The one exception is a dump taken with --enable-row-security, which
  *	  journey's backups never need (the dump runs as a superuser).
  *	- journey.installation already holds the new id CREATE EXTENSION made;
- *	  the dumped row replaces it (installation_replace), so the restored
+ *	  the dumped row replaces it (replace_single_row), so the restored
  *	  database resends an interrupted message with the key it was first
  *	  sent with.
  *
@@ -32,11 +32,14 @@
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
 #include "utils/rls.h"
 
 #include "journey.h"
 
-PG_FUNCTION_INFO_V1(journey_installation_replace);
+PG_FUNCTION_INFO_V1(journey_replace_single_row);
 
 bool
 journey_loading_dump(void)
@@ -45,24 +48,33 @@ journey_loading_dump(void)
 }
 
 /*
- * BEFORE INSERT on journey.installation: the newest row is the
- * installation, so the table keeps one row whoever inserts it.
+ * BEFORE INSERT on the one-row tables journey.installation and
+ * journey.unsubscribe_secret: the newest row wins, so a dump's row replaces
+ * the one CREATE EXTENSION made in the restored database instead of
+ * colliding with it.
  */
 Datum
-journey_installation_replace(PG_FUNCTION_ARGS)
+journey_replace_single_row(PG_FUNCTION_ARGS)
 {
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	Relation	rel;
+	char	   *sql;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) ||
 		!TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
 		!TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
-		elog(ERROR, "journey_installation_replace must be a BEFORE INSERT row trigger");
+		elog(ERROR, "journey_replace_single_row must be a BEFORE INSERT row trigger");
 
+	rel = trigdata->tg_relation;
+	/* An identifier, not a value: the trigger's own table. */
+	sql = psprintf("DELETE FROM %s",
+				   quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+											  RelationGetRelationName(rel)));
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute("DELETE FROM journey.installation", false, 0) != SPI_OK_DELETE)
-		elog(ERROR, "replacing the installation row failed");
+	if (SPI_execute(sql, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "replacing the single row of %s failed", RelationGetRelationName(rel));
 	SPI_finish();
 	return PointerGetDatum(trigdata->tg_trigtuple);
 }

@@ -11,7 +11,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time);
-use SenderTest;
+use JourneyTest;
 
 my ($port, $log) = start_sink('http_sink.py', 'inworker');
 my $node = sender_node('inworker');

@@ -9,7 +9,7 @@ use IPC::Run;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use SenderTest;
+use JourneyTest;
 
 my ($port, $log) = start_sink('http_sink.py', 'cron_too');
 my $node = sender_node('cron_too', qq{

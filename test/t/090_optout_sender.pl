@@ -10,7 +10,7 @@ use JSON::PP;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use SenderTest;
+use JourneyTest;
 
 my ($hport, $hlog, $hsink) = start_sink('http_sink.py', 'optout');
 my ($sport, $slog, $ssink) = start_sink('smtp_sink.py', 'optout_smtp');
