@@ -118,6 +118,7 @@ static TimestampTz next_pass_at = 0;	/* 0: as soon as possible */
 static int	retry_ms = PASS_RETRY_MIN_MS;
 static SPIPlanPtr advance_plan = NULL;
 static SPIPlanPtr next_run_plan = NULL;
+static bool journey_installed = false;	/* as of the last begin_pass */
 
 void
 journey_worker_executor_init(int slot)
@@ -185,7 +186,8 @@ begin_pass(void)
 	set_local("lock_timeout", timeout);
 
 	nsp = get_namespace_oid("journey", true);
-	if (!OidIsValid(nsp))
+	journey_installed = OidIsValid(nsp);
+	if (!journey_installed)
 		return false;
 	for (i = 0; i < lengthof(tables); i++)
 	{
@@ -227,8 +229,7 @@ run_pass(void)
 		end_pass();
 		/* Not installed: the poll.  Busy: shortly. */
 		next_pass_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-												   OidIsValid(get_namespace_oid("journey", true)) ?
-												   100 : journey_poll_interval_ms);
+												   journey_installed ? 100 : journey_poll_interval_ms);
 		return 0;
 	}
 	as_of = GetCurrentTransactionStartTimestamp();
