@@ -17,7 +17,8 @@ use Time::HiRes qw(usleep);
 use JourneyTest;
 
 my ($port, $log, $sink) = start_sink('http_sink.py', 'backup');
-my $origin = sender_node('origin', "journey.poll_interval_ms = 500\n");
+# The test advances enrollments itself, at the times it names.
+my $origin = sender_node('origin', "journey.poll_interval_ms = 500\njourney.executor_in_worker = off\n");
 my ($b, $c1) = setup_business($origin, 'Pipe Dreams');
 add_provider($origin, channel => 'email', kind => 'webhook',
 	endpoint => "http://127.0.0.1:$port/ok", from => 'shop@example.com',
@@ -128,7 +129,7 @@ is_deeply(snapshot($origin, 'restored'), $before,
 
 # --- pg_dumpall into a new cluster ---
 my ($all) = run_ok([ 'pg_dumpall', '-d', $origin->connstr('postgres') ], 'pg_dumpall');
-my $copy = sender_node('copy', "journey.poll_interval_ms = 500\n");
+my $copy = sender_node('copy', "journey.poll_interval_ms = 500\njourney.executor_in_worker = off\n");
 # A new cluster: nothing of journey in it but the preloaded library.
 $copy->safe_psql('postgres', 'DROP EXTENSION journey; DROP SCHEMA IF EXISTS journey');
 my ($out, $perr) = ('', '');

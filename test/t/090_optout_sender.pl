@@ -50,7 +50,7 @@ my $rm = queue_message($node, business => $b2);
 ok(wait_for($node, "SELECT status FROM journey.messages WHERE id = $rm", 'sent'), 'resend: sent');
 my $link2 = $node->safe_psql('postgres',
 	"SELECT journey.unsubscribe_link('$b2', 'email', 'ada\@example.com')");
-my ($rr) = grep { ($_->{headers}{'Idempotency-Key'} // '') eq $rm } sink_records($hlog);
+my ($rr) = grep { ($_->{headers}{'Idempotency-Key'} // '') eq idempotency_key($node, $rm) } sink_records($hlog);
 is_deeply(decode_json($rr->{body})->{headers},
 	{ 'List-Unsubscribe' => "<$link2>", 'List-Unsubscribe-Post' => 'List-Unsubscribe=One-Click' },
 	'resend: the headers field');
@@ -99,8 +99,10 @@ add_provider($node, business => $b7, channel => 'sms', kind => 'twilio',
 my $early = $node->safe_psql('postgres',
 	"INSERT INTO journey.messages (business_id, channel, to_address, body, send_after)
 	 VALUES ('$b7', 'sms', '+15550001', 'early', now() + interval '1 hour') RETURNING id");
+# The sink answers sid SM<Idempotency-Key>.
+my $early_sid = 'SM' . idempotency_key($node, $early);
 is($node->safe_psql('postgres',
-	"SELECT journey.ingest_delivery_event('twilio', '{\"MessageSid\": \"SM$early\", \"MessageStatus\": \"undelivered\", \"ErrorCode\": \"30006\"}') IS NULL"),
+	"SELECT journey.ingest_delivery_event('twilio', '{\"MessageSid\": \"$early_sid\", \"MessageStatus\": \"undelivered\", \"ErrorCode\": \"30006\"}') IS NULL"),
 	't', 'early callback: no message matches yet');
 $node->safe_psql('postgres', "UPDATE journey.messages SET send_after = now() WHERE id = $early");
 ok(wait_for($node, "SELECT status || ' ' || coalesce(delivery_status, '-') FROM journey.messages WHERE id = $early",
