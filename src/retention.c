@@ -45,13 +45,15 @@ PG_FUNCTION_INFO_V1(journey_purge);
  * One batch each: the next PURGE_BATCH rows after id $3, in id order, so a
  * batch starts where the last one ended instead of scanning again past
  * the rows this call already deleted (still there until it commits).
- * Each returns how many rows it deleted and the highest id.
+ * The rows are deleted by their ctid (a TID scan: the batch costs its own
+ * rows, never a scan of the table), stable while the batch holds their
+ * locks.  Each returns how many rows it deleted and the highest id.
  */
 #define PURGE_BATCH_SQL(table, alias, condition) \
-	"WITH d AS (DELETE FROM journey." table " WHERE id IN (" \
-	" SELECT " alias ".id FROM journey." table " " alias \
+	"WITH d AS (DELETE FROM journey." table " WHERE ctid OPERATOR(pg_catalog.=) ANY (ARRAY(" \
+	" SELECT " alias ".ctid FROM journey." table " " alias \
 	" WHERE " alias ".id OPERATOR(pg_catalog.>) $3 AND " condition \
-	" ORDER BY " alias ".id LIMIT $2 FOR UPDATE OF " alias " SKIP LOCKED) RETURNING id)" \
+	" ORDER BY " alias ".id LIMIT $2 FOR UPDATE OF " alias " SKIP LOCKED)) RETURNING id)" \
 	" SELECT pg_catalog.count(*), pg_catalog.max(id) FROM d"
 
 static const char *const purge_sql[] = {
