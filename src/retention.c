@@ -20,7 +20,7 @@
  * delivery is taken as new.
  *
  * Each statement deletes one batch of at most PURGE_BATCH rows, oldest
- * first, skipping rows another transaction holds (SKIP LOCKED), so purge
+ * (lowest id) first, skipping rows another transaction holds (SKIP LOCKED), so purge
  * never waits on the executor, the sender or a tenant.  The function runs
  * in its caller's transaction: pg_cron runs each call as its own.
  *
@@ -41,28 +41,40 @@ PG_FUNCTION_INFO_V1(journey_purge);
 
 #define PURGE_BATCH 10000
 
+/*
+ * One batch each: the next PURGE_BATCH rows after id $3, in id order, so a
+ * batch starts where the last one ended instead of scanning again past
+ * the rows this call already deleted (still there until it commits).
+ * The rows are deleted by their ctid (a TID scan: the batch costs its own
+ * rows, never a scan of the table), stable while the batch holds their
+ * locks.  Each returns how many rows it deleted and the highest id.
+ */
+#define PURGE_BATCH_SQL(table, alias, condition) \
+	"WITH d AS (DELETE FROM journey." table " WHERE ctid OPERATOR(pg_catalog.=) ANY (ARRAY(" \
+	" SELECT " alias ".ctid FROM journey." table " " alias \
+	" WHERE " alias ".id OPERATOR(pg_catalog.>) $3 AND " condition \
+	" ORDER BY " alias ".id LIMIT $2 FOR UPDATE OF " alias " SKIP LOCKED)) RETURNING id)" \
+	" SELECT pg_catalog.count(*), pg_catalog.max(id) FROM d"
+
 static const char *const purge_sql[] = {
-	"DELETE FROM journey.enrollment_log WHERE id IN ("
-	" SELECT l.id FROM journey.enrollment_log l"
-	"  JOIN journey.sequence_enrollments e ON e.id OPERATOR(pg_catalog.=) l.enrollment_id"
-	" WHERE l.at OPERATOR(pg_catalog.<) $1 AND e.status OPERATOR(pg_catalog.<>) 'active'"
-	" LIMIT $2 FOR UPDATE OF l SKIP LOCKED)",
-	"DELETE FROM journey.messages WHERE id IN ("
-	" SELECT m.id FROM journey.messages m"
-	" WHERE m.status IN ('sent', 'failed', 'cancelled')"
-	"   AND COALESCE(m.sent_at, m.send_after) OPERATOR(pg_catalog.<) $1"
-	"   AND NOT EXISTS (SELECT 1 FROM journey.sequence_enrollments e"
-	"     WHERE e.id OPERATOR(pg_catalog.=) m.enrollment_id AND e.status OPERATOR(pg_catalog.=) 'active')"
-	" LIMIT $2 FOR UPDATE OF m SKIP LOCKED)",
-	"DELETE FROM journey.events WHERE id IN ("
-	" SELECT v.id FROM journey.events v"
-	" WHERE v.occurred_at OPERATOR(pg_catalog.<) $1"
-	"   AND NOT EXISTS (SELECT 1 FROM journey.sequence_enrollments e"
-	"     WHERE e.business_id OPERATOR(pg_catalog.=) v.business_id"
-	"       AND e.customer_id OPERATOR(pg_catalog.=) v.customer_id"
-	"       AND e.status OPERATOR(pg_catalog.=) 'active'"
-	"       AND e.enrolled_at OPERATOR(pg_catalog.<=) v.occurred_at)"
-	" LIMIT $2 FOR UPDATE OF v SKIP LOCKED)",
+	PURGE_BATCH_SQL("enrollment_log", "l",
+					"l.at OPERATOR(pg_catalog.<) $1"
+					" AND NOT EXISTS (SELECT 1 FROM journey.sequence_enrollments e"
+					"  WHERE e.id OPERATOR(pg_catalog.=) l.enrollment_id"
+					"    AND e.status OPERATOR(pg_catalog.=) 'active')"),
+	PURGE_BATCH_SQL("messages", "m",
+					"m.status IN ('sent', 'failed', 'cancelled')"
+					" AND COALESCE(m.sent_at, m.send_after) OPERATOR(pg_catalog.<) $1"
+					" AND NOT EXISTS (SELECT 1 FROM journey.sequence_enrollments e"
+					"  WHERE e.id OPERATOR(pg_catalog.=) m.enrollment_id"
+					"    AND e.status OPERATOR(pg_catalog.=) 'active')"),
+	PURGE_BATCH_SQL("events", "v",
+					"v.occurred_at OPERATOR(pg_catalog.<) $1"
+					" AND NOT EXISTS (SELECT 1 FROM journey.sequence_enrollments e"
+					"  WHERE e.business_id OPERATOR(pg_catalog.=) v.business_id"
+					"    AND e.customer_id OPERATOR(pg_catalog.=) v.customer_id"
+					"    AND e.status OPERATOR(pg_catalog.=) 'active'"
+					"    AND e.enrolled_at OPERATOR(pg_catalog.<=) v.occurred_at)"),
 };
 
 #define N_PURGE (sizeof(purge_sql) / sizeof(purge_sql[0]))
@@ -80,8 +92,8 @@ journey_purge(PG_FUNCTION_ARGS)
 	Interval	one_day = {0};
 	TimestampTz as_of;
 	Datum		cutoff;
-	Oid			types[2] = {TIMESTAMPTZOID, INT4OID};
-	Datum		values[2];
+	Oid			types[3] = {TIMESTAMPTZOID, INT4OID, INT8OID};
+	Datum		values[3];
 	JourneyUserSwitch saved;
 	int64		deleted = 0;
 	int			i;
@@ -117,18 +129,23 @@ journey_purge(PG_FUNCTION_ARGS)
 	values[1] = Int32GetDatum(PURGE_BATCH);
 	for (i = 0; i < (int) N_PURGE; i++)
 	{
+		int64		last_id = 0;
+
 		for (;;)
 		{
-			int			rc;
+			bool		isnull;
+			int64		n;
 
 			CHECK_FOR_INTERRUPTS();
-			rc = journey_spi_kept(&purge_plans[i], purge_sql[i], 2, types, values, NULL,
-								  false, 0);
-			if (rc != SPI_OK_DELETE)
-				elog(ERROR, "purging failed: %s", SPI_result_code_string(rc));
-			deleted += SPI_processed;
-			if (SPI_processed < PURGE_BATCH)
+			values[2] = Int64GetDatum(last_id);
+			if (journey_spi_kept(&purge_plans[i], purge_sql[i], 3, types, values, NULL,
+								 false, 1) != SPI_OK_SELECT)
+				elog(ERROR, "purging failed");
+			n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+			deleted += n;
+			if (n < PURGE_BATCH)
 				break;
+			last_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 		}
 	}
 	SPI_finish();

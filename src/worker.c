@@ -234,8 +234,9 @@ static const char *cancel_unsendable_sql =
 "       AND s.channel = m.channel"
 "       AND s.address = m.to_address))";
 
+/* The oldest row, should a data-only restore with triggers off add one. */
 static const char *installation_sql =
-"SELECT id::text FROM journey.installation LIMIT 1";
+"SELECT id::text FROM journey.installation ORDER BY created_at LIMIT 1";
 
 static void
 prepare_plans(void)
