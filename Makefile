@@ -11,6 +11,8 @@ OBJS = \
 	src/template.o \
 	src/definition.o \
 	src/sequence.o \
+	src/update_sequence.o \
+	src/templates_api.o \
 	src/enroll.o \
 	src/trigger.o \
 	src/timewindow.o \

@@ -108,7 +108,7 @@ WHERE c.relnamespace = 'journey'::regnamespace AND c.relkind IN ('r', 'S')
   AND c.relname IN ('businesses', 'business_members', 'customers', 'sequences',
                     'sequence_steps', 'sequence_enrollments', 'events', 'messages',
                     'enrollment_log', 'suppressions', 'providers', 'events_id_seq',
-                    'messages_id_seq', 'enrollment_log_id_seq')
+                    'messages_id_seq', 'enrollment_log_id_seq', 'templates')
 ORDER BY 1;
 -- The timeline view: read-only, and read with the reader's own rights, so
 -- the tables' policies apply to it.
@@ -124,7 +124,7 @@ FROM pg_class c
 WHERE c.relnamespace = 'journey'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
   AND c.relname NOT IN ('businesses', 'business_members', 'customers', 'sequences',
                         'sequence_steps', 'sequence_enrollments', 'events', 'messages',
-                        'enrollment_log', 'suppressions', 'timeline')
+                        'enrollment_log', 'suppressions', 'timeline', 'templates')
   AND (has_table_privilege('journey_user', c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')
        OR has_any_column_privilege('journey_user', c.oid, 'SELECT, INSERT, UPDATE, REFERENCES'))
 ORDER BY 1;
@@ -176,7 +176,8 @@ FROM pg_proc p
 WHERE p.pronamespace = 'journey'::regnamespace
   AND p.proname NOT IN ('create_business', 'create_sequence', 'enroll_customer',
                         'ingest_event', 'stop_enrollment', 'render_template',
-                        'current_member', 'member_business_ids', 'check_timezone');
+                        'current_member', 'member_business_ids', 'check_timezone',
+                        'create_template', 'update_sequence');
 SELECT p.oid::regprocedure AS callable_by_worker
 FROM pg_proc p
 WHERE p.pronamespace = 'journey'::regnamespace

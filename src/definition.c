@@ -519,7 +519,21 @@ compile_message(Parser *p, JourneyStep *st, Jsonb *msg)
 	bool		email = st->kind == STEP_EMAIL;
 	char	   *source;
 
+	static const char *const template_keys[] = {"purpose", NULL};
+
 	st->message = msg;
+	/* A template gives the texts; the message keeps only the purpose. */
+	if (st->template_id != NULL)
+	{
+		if (msg == NULL)
+			return true;
+		if (journey_jsonb_get(msg, "subject") || journey_jsonb_get(msg, "body"))
+			return fail(p, journey_jsonb_get(msg, "subject") ? "message.subject" : "message.body",
+						"is not used with template_id",
+						"The template gives the subject and body: remove them, or remove template_id.");
+		return check_keys(p, msg, template_keys, "message.") &&
+			get_string(p, msg, "purpose", "message.purpose", false, &st->purpose);
+	}
 	if (!check_keys(p, msg, email ? email_keys : sms_keys, "message.") ||
 		!get_string(p, msg, "purpose", "message.purpose", false, &st->purpose))
 		return false;
@@ -584,6 +598,7 @@ journey_step_compile(JourneyStep *step, const char *kind, Jsonb *message_config,
 	if (ok && step->next_step != STEP_FOLLOWING)
 		ok = check_target_value(&p, "next", step->next_step);
 	if (ok && (step->kind == STEP_EMAIL || step->kind == STEP_SMS) &&
+		step->template_id == NULL &&
 		(message_config == NULL || !JB_ROOT_IS_OBJECT(message_config)))
 		ok = fail(&p, "message", "must be an object", NULL);
 	if (ok && step->kind == STEP_BRANCH &&
@@ -591,6 +606,31 @@ journey_step_compile(JourneyStep *step, const char *kind, Jsonb *message_config,
 		ok = fail(&p, "branch_config", "must be an object", NULL);
 	if (ok)
 		ok = compile_step_config(&p, step, message_config, branch_config);
+	if (!ok)
+		step->invalid = err.reason;
+}
+
+void
+journey_step_compile_template(JourneyStep *step, const char *channel,
+							  const char *subject, const char *body)
+{
+	JourneyError err;
+	Parser		p = {&err, step->step_index, STEPS_UNKNOWN};
+	bool		email = step->kind == STEP_EMAIL;
+	bool		ok = true;
+
+	if (step->invalid != NULL)
+		return;
+	if (body == NULL)
+		ok = fail(&p, "template_id", "names no template of the business", NULL);
+	else if (strcmp(channel, email ? "email" : "sms") != 0)
+		ok = fail(&p, "template_id", psprintf("names a %s template", channel), NULL);
+	else if (email && subject == NULL)
+		ok = fail(&p, "template_id", "names an email template without a subject", NULL);
+	if (ok && email)
+		ok = compile_template(&p, subject, "template.subject", &step->subject);
+	if (ok)
+		ok = compile_template(&p, body, "template.body", &step->body);
 	if (!ok)
 		step->invalid = err.reason;
 }
@@ -624,7 +664,12 @@ parse_step(Parser *p, JsonbValue *value, JourneyStep *st)
 	if (!found)
 		st->wait_ms = 0;
 	if (st->template_id)
+	{
 		(void) DirectFunctionCall1(uuid_in, CStringGetDatum(st->template_id));
+		if (st->kind != STEP_EMAIL && st->kind != STEP_SMS)
+			return fail(p, "template_id", psprintf("is not used by %s", kind),
+						"Only send_email and send_sms steps name a template.");
+	}
 
 	message = journey_jsonb_get(obj, "message");
 	branch = journey_jsonb_get(obj, "branch_config");
@@ -632,11 +677,13 @@ parse_step(Parser *p, JsonbValue *value, JourneyStep *st)
 	{
 		case STEP_EMAIL:
 		case STEP_SMS:
-			if (message == NULL || message->type == jbvNull)
+			if ((message == NULL || message->type == jbvNull) && st->template_id)
+				message = NULL;
+			else if (message == NULL || message->type == jbvNull)
 				return fail(p, "message", psprintf("is required for %s", kind),
 							st->kind == STEP_EMAIL ?
 							"Give {\"subject\": ..., \"body\": ...}." : "Give {\"body\": ...}.");
-			if (!is_object(message))
+			else if (!is_object(message))
 				return fail(p, "message",
 							psprintf("must be an object, not %s", jbv_type_name(message)), NULL);
 			if (branch != NULL)

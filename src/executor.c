@@ -64,6 +64,7 @@ log_decision(ExecState *st, ExecEnrollment *en, int32 step, const char *outcome,
 	exec_batch_set(&st->log, row, 3, CStringGetTextDatum(outcome));
 	exec_batch_set(&st->log, row, 4,
 				   PointerGetDatum(cstring_to_text_with_len(detail, strlen(detail))));
+	exec_batch_set(&st->log, row, 5, Int32GetDatum(en->version));
 }
 
 /* The enrollment's new state: waits at step until next_run_at. */
@@ -106,7 +107,7 @@ set_stopped(ExecState *st, ExecEnrollment *en, int32 step, const char *why)
 }
 
 static JourneyStep *
-find_step(ExecSequence *seq, int32 index, int *pos)
+find_step(ExecVersion *seq, int32 index, int *pos)
 {
 	int			lo = 0;
 	int			hi = seq->nsteps - 1;
@@ -409,7 +410,8 @@ run_send(ExecState *st, ExecEnrollment *en, JourneyStep *step)
 static void
 run_enrollment(ExecState *st, ExecEnrollment *en)
 {
-	ExecSequence *seq = en->seq;
+	/* The steps of its own version: an update moves it only explicitly. */
+	ExecVersion *seq = exec_find_version(en->seq, en->version);
 	int32		index = en->step;
 
 	for (;;)
@@ -538,7 +540,7 @@ journey_advance_due_enrollments(PG_FUNCTION_ARGS)
 	TIMESTAMPTZOID, TEXTOID};
 	static const Oid message_cols[10] = {UUIDOID, UUIDOID, UUIDOID, INT4OID, UUIDOID,
 	TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
-	static const Oid log_cols[5] = {UUIDOID, UUIDOID, INT4OID, TEXTOID, TEXTOID};
+	static const Oid log_cols[6] = {UUIDOID, UUIDOID, INT4OID, TEXTOID, TEXTOID, INT4OID};
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -595,7 +597,7 @@ journey_advance_due_enrollments(PG_FUNCTION_ARGS)
 									   ALLOCSET_DEFAULT_SIZES);
 	exec_batch_init(&st.updates, 6, update_cols);
 	exec_batch_init(&st.messages, 10, message_cols);
-	exec_batch_init(&st.log, 5, log_cols);
+	exec_batch_init(&st.log, 6, log_cols);
 
 	/* 2, 3: steps, rate windows, events */
 	exec_load_sequences(&st);

@@ -16,6 +16,15 @@
 
 #include "definition.h"
 
+/* The steps of one version of a sequence (update_sequence.c writes them). */
+typedef struct ExecVersion
+{
+	int32		version;
+	int			nsteps;
+	int			capacity;
+	JourneyStep *steps;			/* sorted by step_index */
+} ExecVersion;
+
 typedef struct ExecSequence
 {
 	pg_uuid_t	id;				/* hash key */
@@ -28,8 +37,8 @@ typedef struct ExecSequence
 	bool		has_sends;
 	bool		limited;		/* has sends and a limit: windows loaded */
 	List	   *event_types;	/* tested by its branches */
-	int			nsteps;
-	JourneyStep *steps;			/* sorted by step_index */
+	int			nversions;		/* those its claimed enrollments are on */
+	ExecVersion *versions;
 	JourneyRateWindow rate;
 } ExecSequence;
 
@@ -52,6 +61,7 @@ typedef struct ExecEnrollment
 	HeapTuple	tup;			/* the claim row: the context's columns */
 	Jsonb	   *ctx;			/* built on first use */
 	ExecSequence *seq;
+	int32		version;		/* sequence_version: whose steps it runs */
 	int			nevents;
 	char	  **events;
 } ExecEnrollment;
@@ -75,7 +85,7 @@ typedef struct ExecState
 	HTAB	   *sequences;
 	Batch		updates;		/* id, step, next_run_at, status, finished_at, stop_reason */
 	Batch		messages;		/* business_id .. body (10 columns) */
-	Batch		log;			/* business_id, enrollment_id, step_index, outcome, detail */
+	Batch		log;			/* business_id, enrollment_id, step_index, outcome, detail, version */
 	Datum		t_active;
 	Datum		t_finished;
 	Datum		t_stopped;
@@ -88,6 +98,9 @@ typedef struct ExecState
 	StringInfoData body;
 } ExecState;
 
+/* The loaded version of a claimed enrollment's sequence. */
+extern ExecVersion *exec_find_version(ExecSequence *seq, int32 version);
+
 /* Claim columns (1-based) read after the claim, for the template context. */
 #define CLAIM_META			9
 #define CLAIM_FULL_NAME		15
@@ -95,6 +108,7 @@ typedef struct ExecState
 #define CLAIM_EXTERNAL_ID	17
 #define CLAIM_ATTRIBUTES	18
 #define CLAIM_BUSINESS_NAME	19	/* then its email, phone, review url, zone */
+#define CLAIM_SEQUENCE_VERSION 24
 
 extern void exec_batch_init(Batch *b, int ncols, const Oid *types);
 extern int	exec_batch_add(Batch *b);
