@@ -143,7 +143,11 @@ current_version(Datum sequence_id)
 /*
  * Moves every active enrollment to the new version at its step, logging
  * each; refuses with 55000 when some stand past the new version's last
- * step (the error undoes the moves with everything else).
+ * step (the error undoes the moves with everything else).  The UPDATE
+ * waits for an executor holding some of them and then sees their newest
+ * step; only update_sequence changes sequence_version, and the advisory
+ * lock orders those calls, so the snapshot's old.sequence_version is the
+ * version each row is moved from.
  */
 static void
 move_enrollments(Datum sequence_id, int32 version, int32 nsteps)
@@ -157,17 +161,15 @@ move_enrollments(Datum sequence_id, int32 version, int32 nsteps)
 	int64		nlost;
 
 	if (journey_spi_kept(&plan,
-						 "WITH locked AS ("
-						 "  SELECT e.id, e.sequence_version FROM journey.sequence_enrollments e"
-						 "   WHERE e.sequence_id OPERATOR(pg_catalog.=) $1"
-						 "     AND e.status OPERATOR(pg_catalog.=) 'active'"
-						 "   ORDER BY e.id FOR UPDATE OF e),"
-						 " moved AS ("
+						 "WITH moved AS ("
 						 "  UPDATE journey.sequence_enrollments e SET sequence_version = $2"
-						 "    FROM locked l WHERE e.id OPERATOR(pg_catalog.=) l.id"
+						 "    FROM journey.sequence_enrollments old"
+						 "   WHERE old.id OPERATOR(pg_catalog.=) e.id"
+						 "     AND old.sequence_id OPERATOR(pg_catalog.=) $1"
+						 "     AND e.sequence_id OPERATOR(pg_catalog.=) $1"
 						 "     AND e.status OPERATOR(pg_catalog.=) 'active'"
 						 "  RETURNING e.id, e.business_id, e.current_step_index,"
-						 "            l.sequence_version AS from_version),"
+						 "            old.sequence_version AS from_version),"
 						 " logged AS ("
 						 "  INSERT INTO journey.enrollment_log (business_id, enrollment_id, step_index,"
 						 "         outcome, detail, at, sequence_version)"
