@@ -10,7 +10,10 @@ OBJS = \
 	src/tenant.o \
 	src/template.o \
 	src/definition.o \
+	src/definition_condition.o \
 	src/sequence.o \
+	src/update_sequence.o \
+	src/templates_api.o \
 	src/enroll.o \
 	src/ingest.o \
 	src/trigger.o \

@@ -88,7 +88,7 @@ WHERE c.relnamespace = 'journey'::regnamespace AND c.relkind IN ('r', 'S')
   AND c.relname IN ('businesses', 'business_members', 'customers', 'sequences',
                     'sequence_steps', 'sequence_enrollments', 'events', 'messages',
                     'enrollment_log', 'suppressions', 'providers', 'events_id_seq',
-                    'messages_id_seq', 'enrollment_log_id_seq')
+                    'messages_id_seq', 'enrollment_log_id_seq', 'templates')
 ORDER BY 1;
 -- The timeline view: read-only, and read with the reader's own rights, so
 -- the tables' policies apply to it.
@@ -105,7 +105,7 @@ WHERE c.relnamespace = 'journey'::regnamespace AND c.relkind IN ('r', 'p', 'v', 
   AND c.relname NOT IN ('businesses', 'business_members', 'customers', 'sequences',
                         'sequence_steps', 'sequence_enrollments', 'events', 'messages',
                         'enrollment_log', 'suppressions', 'timeline', 'queue_stats',
-                        'message_deliveries')
+                        'message_deliveries', 'templates')
   AND (has_table_privilege('journey_user', c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')
        OR has_any_column_privilege('journey_user', c.oid, 'SELECT, INSERT, UPDATE, REFERENCES'))
 ORDER BY 1;
@@ -158,7 +158,7 @@ WHERE p.pronamespace = 'journey'::regnamespace
   AND p.proname NOT IN ('create_business', 'create_sequence', 'enroll_customer',
                         'ingest_event', 'stop_enrollment', 'render_template',
                         'current_member', 'member_business_ids', 'check_timezone',
-                        'forget_customer',
+                        'forget_customer', 'create_template', 'update_sequence',
                         -- opt-outs (issue 13): CHECK and index helpers,
                         -- the caps' API, the unsubscribe link and the
                         -- worker's List-Unsubscribe header

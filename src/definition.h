@@ -136,6 +136,15 @@ extern void journey_definition_parse(Jsonb *definition, JourneyDefinition *def);
 extern void journey_step_compile(JourneyStep *step, const char *kind,
 								 Jsonb *message_config, Jsonb *branch_config);
 
+/*
+ * The executor's entry point for a step naming a template (template_id set
+ * before journey_step_compile): compiles the template's texts as they are
+ * now into step->subject and step->body.  body NULL: no such template.
+ * What cannot be sent sets step->invalid.
+ */
+extern void journey_step_compile_template(JourneyStep *step, const char *channel,
+										  const char *subject, const char *body);
+
 /* The stored name of a step kind ("send_email", ...). */
 extern const char *journey_step_kind_name(StepKind kind);
 

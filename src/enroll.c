@@ -104,8 +104,10 @@ journey_enroll_customer(PG_FUNCTION_ARGS)
 	Datum		enrollment_id;
 	JourneyUserSwitch saved;
 	MemoryContext caller_cxt = CurrentMemoryContext;
-	Oid			types[6] = {UUIDOID, UUIDOID, UUIDOID, JSONBOID, TIMESTAMPTZOID, TIMESTAMPTZOID};
-	Datum		values[6];
+	Oid			types[7] = {UUIDOID, UUIDOID, UUIDOID, JSONBOID, TIMESTAMPTZOID, TIMESTAMPTZOID,
+	INT4OID};
+	Datum		values[7];
+	Datum		version;
 
 	journey_require_arg(fcinfo, 0, "sequence id", "Pass the id returned by journey.create_sequence.");
 	journey_require_arg(fcinfo, 1, "customer id", "Pass a journey.customers id.");
@@ -126,7 +128,8 @@ journey_enroll_customer(PG_FUNCTION_ARGS)
 	if (journey_spi_kept(&plan_enroll_sequence, "SELECT s.business_id, s.status, s.allow_manual_enroll, s.reentry, "
 							  "coalesce((SELECT st.wait_ms FROM journey.sequence_steps st "
 							  "  WHERE st.sequence_id = s.id "
-							  "  AND st.step_index = 1), 0) "
+							  "  AND st.version = s.version "
+							  "  AND st.step_index = 1), 0), s.version "
 							  "FROM journey.sequences s WHERE s.id = $1",
 							  1, types, values, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "sequence look-up failed");
@@ -140,6 +143,8 @@ journey_enroll_customer(PG_FUNCTION_ARGS)
 	allow_manual = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
 	reentry = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4);
 	first_wait = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5, &isnull));
+	/* New enrollments take the newest version (update_sequence.c). */
+	version = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 6, &isnull);
 
 	/* The membership check runs as the caller, not as the owner. */
 	journey_restore_user(&saved);
@@ -211,13 +216,14 @@ journey_enroll_customer(PG_FUNCTION_ARGS)
 	values[3] = JsonbPGetDatum(meta);
 	values[4] = TimestampTzGetDatum(as_of);
 	values[5] = TimestampTzGetDatum(journey_timestamp_add_ms(as_of, first_wait));
+	values[6] = version;
 	if (journey_spi_kept(&plan_enroll_insert, "INSERT INTO journey.sequence_enrollments "
 							  "(business_id, sequence_id, customer_id, current_step_index, next_run_at, "
-							  " meta, enrolled_at) "
-							  "VALUES ($1, $2, $3, 1, $6, $4, $5) "
+							  " meta, enrolled_at, sequence_version) "
+							  "VALUES ($1, $2, $3, 1, $6, $4, $5, $7) "
 							  "ON CONFLICT (sequence_id, customer_id) WHERE status = 'active' "
 							  "DO NOTHING RETURNING id",
-							  6, types, values, NULL, false, 0) != SPI_OK_INSERT_RETURNING)
+							  7, types, values, NULL, false, 0) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "inserting the enrollment failed");
 	if (SPI_processed > 0)
 	{

@@ -205,6 +205,7 @@ log_decision(ExecState *st, ExecEnrollment *en, int32 step, const char *outcome,
 	batch_set(&st->log, row, LOG_OUTCOME, CStringGetTextDatum(outcome));
 	batch_set(&st->log, row, LOG_DETAIL,
 				   PointerGetDatum(cstring_to_text_with_len(detail, strlen(detail))));
+	batch_set(&st->log, row, LOG_SEQUENCE_VERSION, Int32GetDatum(en->version));
 }
 
 /* The enrollment's new state: waits at step until next_run_at. */
@@ -247,7 +248,7 @@ set_stopped(ExecState *st, ExecEnrollment *en, int32 step, const char *why)
 }
 
 static JourneyStep *
-find_step(ExecSequence *seq, int32 index, int *pos)
+find_step(ExecVersion *seq, int32 index, int *pos)
 {
 	int			lo = 0;
 	int			hi = seq->nsteps - 1;
@@ -580,7 +581,8 @@ run_send(ExecState *st, ExecEnrollment *en, JourneyStep *step)
 static void
 run_enrollment(ExecState *st, ExecEnrollment *en)
 {
-	ExecSequence *seq = en->seq;
+	/* The steps of its own version: an update moves it only explicitly. */
+	ExecVersion *seq = exec_find_version(en->seq, en->version);
 	int32		index = en->step;
 
 	for (;;)
@@ -859,7 +861,7 @@ journey_advance_due_enrollments(PG_FUNCTION_ARGS)
 	TIMESTAMPTZOID, TEXTOID};
 	static const Oid message_cols[MSG_NCOLS] = {UUIDOID, UUIDOID, UUIDOID, INT4OID, UUIDOID,
 	TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
-	static const Oid log_cols[LOG_NCOLS] = {UUIDOID, UUIDOID, INT4OID, TEXTOID, TEXTOID};
+	static const Oid log_cols[LOG_NCOLS] = {UUIDOID, UUIDOID, INT4OID, TEXTOID, TEXTOID, INT4OID};
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		ereport(ERROR,

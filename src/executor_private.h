@@ -16,6 +16,15 @@
 
 #include "definition.h"
 
+/* The steps of one version of a sequence (update_sequence.c writes them). */
+typedef struct ExecVersion
+{
+	int32		version;
+	int			nsteps;
+	int			capacity;
+	JourneyStep *steps;			/* sorted by step_index */
+} ExecVersion;
+
 typedef struct ExecSequence
 {
 	pg_uuid_t	id;				/* hash key */
@@ -28,8 +37,8 @@ typedef struct ExecSequence
 	bool		has_sends;
 	bool		limited;		/* has sends and a limit: windows loaded */
 	List	   *event_types;	/* tested by its branches */
-	int			nsteps;
-	JourneyStep *steps;			/* sorted by step_index */
+	int			nversions;		/* those its claimed enrollments are on */
+	ExecVersion *versions;
 	JourneyRateWindow rate;
 } ExecSequence;
 
@@ -52,6 +61,7 @@ typedef struct ExecEnrollment
 	HeapTuple	tup;			/* the claim row: the context's columns */
 	Jsonb	   *ctx;			/* built on first use */
 	ExecSequence *seq;
+	int32		version;		/* sequence_version: whose steps it runs */
 	int			nevents;
 	char	  **events;
 } ExecEnrollment;
@@ -107,6 +117,7 @@ typedef enum LogCol
 	LOG_STEP_INDEX,
 	LOG_OUTCOME,
 	LOG_DETAIL,
+	LOG_SEQUENCE_VERSION,
 	LOG_NCOLS
 } LogCol;
 
@@ -157,8 +168,12 @@ typedef enum ClaimCol
 	CLAIM_BUSINESS_EMAIL,
 	CLAIM_BUSINESS_PHONE,
 	CLAIM_BUSINESS_REVIEW_URL,
-	CLAIM_BUSINESS_TZ
+	CLAIM_BUSINESS_TZ,
+	CLAIM_SEQUENCE_VERSION		/* whose steps the enrollment runs */
 } ClaimCol;
+
+/* The loaded version of a claimed enrollment's sequence, added if missing. */
+extern ExecVersion *exec_find_version(ExecSequence *seq, int32 version);
 
 /*
  * Sorts a batch's rows by the uuid in key_col (keeping the order of equal

@@ -48,11 +48,12 @@ static const char *claim_sql =
 "                WHERE su.business_id = k.business_id"
 "                  AND su.channel = 'sms' AND su.address = c.phone),"
 "       c.full_name, c.timezone, c.external_id, c.attributes,"
-"       b.name, b.email, b.phone, b.google_review_url, b.timezone"
+"       b.name, b.email, b.phone, b.google_review_url, b.timezone,"
+"       k.sequence_version"
 "  FROM ("
 "  SELECT e.id, e.business_id, e.sequence_id, e.customer_id,"
 "         e.current_step_index, e.enrolled_at, e.trigger_event_id, e.meta,"
-"         e.next_run_at"
+"         e.next_run_at, e.sequence_version"
 "    FROM journey.sequence_enrollments e"
 "   WHERE e.status = 'active' AND e.next_run_at <= $2"
 "     AND EXISTS (SELECT FROM journey.sequences s"
@@ -78,18 +79,34 @@ typedef enum StepsCol
 	STEPS_PURPOSE,
 	STEPS_MESSAGE_CONFIG,
 	STEPS_BRANCH_CONFIG,
-	STEPS_NEXT_STEP
+	STEPS_NEXT_STEP,
+	STEPS_VERSION,
+	STEPS_TEMPLATE_ID,
+	STEPS_TEMPLATE_CHANNEL,
+	STEPS_TEMPLATE_SUBJECT,
+	STEPS_TEMPLATE_BODY
 } StepsCol;
 
+/*
+ * The settings of the claimed enrollments' sequences and the steps of the
+ * versions they are on ($1, $2: pairs of sequence and version), with the
+ * templates' texts as they are now.
+ */
 static const char *steps_sql =
 "SELECT s.id, s.business_id, s.quiet_hours_start, s.quiet_hours_end,"
 "       s.rate_per_hour, s.rate_per_day,"
 "       st.step_index, st.kind, st.wait_ms, st.message_purpose,"
-"       st.message_config, st.branch_config, st.next_step_index"
+"       st.message_config, st.branch_config, st.next_step_index,"
+"       st.version, st.template_id, t.channel, t.subject, t.body"
 "  FROM journey.sequences s"
-"  LEFT JOIN journey.sequence_steps st ON st.sequence_id = s.id"
+"  LEFT JOIN (unnest($1::uuid[], $2::integer[]) AS w(sequence_id, version)"
+"             JOIN journey.sequence_steps st ON st.sequence_id = w.sequence_id"
+"              AND st.version = w.version)"
+"    ON w.sequence_id = s.id"
+"  LEFT JOIN journey.templates t ON t.id = st.template_id"
+"   AND t.business_id = st.business_id"
 " WHERE s.id = ANY ($1)"
-" ORDER BY s.id, st.step_index";
+" ORDER BY s.id, st.version, st.step_index";
 
 static const char *lock_sql =
 "SELECT s.id FROM journey.sequences s WHERE s.id = ANY ($1)"
@@ -133,9 +150,12 @@ static const char *messages_sql =
 
 static const char *log_sql =
 "INSERT INTO journey.enrollment_log (business_id, enrollment_id, step_index,"
-"       outcome, detail, at)"
-"SELECT u.*, $6"
-"  FROM unnest($1::uuid[], $2::uuid[], $3::integer[], $4::text[], $5::text[]) AS u";
+"       outcome, detail, sequence_version, at)"
+"SELECT u.*, $7"
+"  FROM unnest($1::uuid[], $2::uuid[], $3::integer[], $4::text[], $5::text[],"
+"              $6::integer[]) AS u";
+
+static char *text_or_null(HeapTuple tup, TupleDesc desc, int col);
 
 static void
 run_plan(SPIPlanPtr plan, Datum *values, const char *nulls, int expected)
@@ -163,19 +183,30 @@ exec_load_sequences(ExecState *st)
 	HASH_SEQ_STATUS hs;
 	ExecSequence *seq;
 	Datum	   *ids;
+	Datum	   *versions;
 	int			n = 0;
-	Oid			argtypes[1] = {UUIDARRAYOID};
-	Datum		args[1];
+	int			npairs = 0;
+	Oid			argtypes[2] = {UUIDARRAYOID, INT4ARRAYOID};
+	Datum		args[2];
 	SPITupleTable *tt;
 	ExecSequence *cur = NULL;
-	int			capacity = 0;
 
-	ids = palloc(sizeof(Datum) * hash_get_num_entries(st->sequences));
 	hash_seq_init(&hs, st->sequences);
 	while ((seq = hash_seq_search(&hs)) != NULL)
-		ids[n++] = UUIDPGetDatum(&seq->id);
+		npairs += seq->nversions;
+	ids = palloc(sizeof(Datum) * npairs);
+	versions = palloc(sizeof(Datum) * npairs);
+	hash_seq_init(&hs, st->sequences);
+	while ((seq = hash_seq_search(&hs)) != NULL)
+		for (int v = 0; v < seq->nversions; v++)
+		{
+			ids[n] = UUIDPGetDatum(&seq->id);
+			versions[n++] = Int32GetDatum(seq->versions[v].version);
+		}
 	args[0] = uuid_array(ids, n);
-	run_plan(journey_keep_plan(&steps_plan, steps_sql, 1, argtypes), args, NULL, SPI_OK_SELECT);
+	args[1] = PointerGetDatum(construct_array(versions, n, INT4OID, sizeof(int32), true,
+											  TYPALIGN_INT));
+	run_plan(journey_keep_plan(&steps_plan, steps_sql, 2, argtypes), args, NULL, SPI_OK_SELECT);
 	tt = SPI_tuptable;
 
 	for (uint64 r = 0; r < SPI_processed; r++)
@@ -185,6 +216,7 @@ exec_load_sequences(ExecState *st)
 		bool		isnull;
 		Datum		d;
 		JourneyStep *step;
+		ExecVersion *ver;
 		char	   *kind;
 		Jsonb	   *message_config;
 		Jsonb	   *branch_config;
@@ -212,19 +244,20 @@ exec_load_sequences(ExecState *st)
 			cur->rate_per_hour = isnull ? 0 : DatumGetInt32(d);
 			d = SPI_getbinval(tup, desc, STEPS_RATE_PER_DAY, &isnull);
 			cur->rate_per_day = isnull ? 0 : DatumGetInt32(d);
-			capacity = 8;
-			cur->steps = palloc(sizeof(JourneyStep) * capacity);
 		}
 
 		d = SPI_getbinval(tup, desc, STEPS_STEP_INDEX, &isnull);
 		if (isnull)
-			continue;			/* a sequence without steps */
-		if (cur->nsteps == capacity)
+			continue;			/* a version without steps */
+		ver = exec_find_version(cur, DatumGetInt32(SPI_getbinval(tup, desc, STEPS_VERSION, &isnull)));
+		if (ver->nsteps == ver->capacity)
 		{
-			capacity *= 2;
-			cur->steps = repalloc(cur->steps, sizeof(JourneyStep) * capacity);
+			ver->capacity = ver->capacity ? ver->capacity * 2 : 8;
+			ver->steps = ver->steps ?
+				repalloc(ver->steps, sizeof(JourneyStep) * ver->capacity) :
+				palloc(sizeof(JourneyStep) * ver->capacity);
 		}
-		step = &cur->steps[cur->nsteps++];
+		step = &ver->steps[ver->nsteps++];
 		memset(step, 0, sizeof(JourneyStep));
 		step->step_index = DatumGetInt32(d);
 		kind = TextDatumGetCString(SPI_getbinval(tup, desc, STEPS_KIND, &isnull));
@@ -235,7 +268,13 @@ exec_load_sequences(ExecState *st)
 		branch_config = isnull ? NULL : DatumGetJsonbP(d);
 		d = SPI_getbinval(tup, desc, STEPS_NEXT_STEP, &isnull);
 		step->next_step = isnull ? STEP_FOLLOWING : DatumGetInt32(d);
+		d = SPI_getbinval(tup, desc, STEPS_TEMPLATE_ID, &isnull);
+		step->template_id = isnull ? NULL : DatumGetCString(DirectFunctionCall1(uuid_out, d));
 		journey_step_compile(step, kind, message_config, branch_config);
+		if (step->template_id)
+			journey_step_compile_template(step, text_or_null(tup, desc, STEPS_TEMPLATE_CHANNEL),
+										  text_or_null(tup, desc, STEPS_TEMPLATE_SUBJECT),
+										  text_or_null(tup, desc, STEPS_TEMPLATE_BODY));
 		/* The column is what the sequence's messages carry. */
 		d = SPI_getbinval(tup, desc, STEPS_PURPOSE, &isnull);
 		step->purpose = isnull ? NULL : TextDatumGetCString(d);
@@ -420,13 +459,13 @@ exec_apply(ExecState *st)
 	}
 	if (st->log.n > 0)
 	{
-		Oid			types[6] = {UUIDARRAYOID, UUIDARRAYOID, INT4ARRAYOID, TEXTARRAYOID,
-		TEXTARRAYOID, TIMESTAMPTZOID};
+		Oid			types[7] = {UUIDARRAYOID, UUIDARRAYOID, INT4ARRAYOID, TEXTARRAYOID,
+		TEXTARRAYOID, INT4ARRAYOID, TIMESTAMPTZOID};
 
 		exec_batch_arrays(&st->log, LOG_ENROLLMENT_ID, values, nulls);
-		values[5] = TimestampTzGetDatum(st->as_of);
-		nulls[5] = ' ';
-		run_plan(journey_keep_plan(&log_plan, log_sql, 6, types), values, nulls, SPI_OK_INSERT);
+		values[6] = TimestampTzGetDatum(st->as_of);
+		nulls[6] = ' ';
+		run_plan(journey_keep_plan(&log_plan, log_sql, 7, types), values, nulls, SPI_OK_INSERT);
 	}
 	if (st->updates.n > 0)
 	{
@@ -454,6 +493,28 @@ compare_due(const void *a, const void *b)
 	if (x->enrolled_at != y->enrolled_at)
 		return x->enrolled_at < y->enrolled_at ? -1 : 1;
 	return memcmp(DatumGetUUIDP(x->id), DatumGetUUIDP(y->id), UUID_LEN);
+}
+
+/*
+ * The entry of one version in seq->versions, added (empty) if missing.
+ * Linear: an executor call sees a sequence on a few versions at most.
+ */
+ExecVersion *
+exec_find_version(ExecSequence *seq, int32 version)
+{
+	ExecVersion *ver;
+
+	for (int v = 0; v < seq->nversions; v++)
+		if (seq->versions[v].version == version)
+			return &seq->versions[v];
+	if (seq->nversions == 0)
+		seq->versions = palloc(sizeof(ExecVersion) * 4);
+	else if ((seq->nversions & (seq->nversions - 1)) == 0 && seq->nversions >= 4)
+		seq->versions = repalloc(seq->versions, sizeof(ExecVersion) * seq->nversions * 2);
+	ver = &seq->versions[seq->nversions++];
+	memset(ver, 0, sizeof(ExecVersion));
+	ver->version = version;
+	return ver;
 }
 
 uint64
@@ -498,6 +559,7 @@ exec_claim(ExecState *st, int32 batch_size, ExecEnrollment **ens_out)
 		en->zone = text_or_null(tup, desc, CLAIM_ZONE);
 		en->email_suppressed = DatumGetBool(SPI_getbinval(tup, desc, CLAIM_EMAIL_SUPPRESSED, &isnull));
 		en->phone_suppressed = DatumGetBool(SPI_getbinval(tup, desc, CLAIM_PHONE_SUPPRESSED, &isnull));
+		en->version = DatumGetInt32(SPI_getbinval(tup, desc, CLAIM_SEQUENCE_VERSION, &isnull));
 		en->tup = tup;
 		en->seq = hash_search(st->sequences, DatumGetUUIDP(en->sequence_id), HASH_ENTER,
 							  &found);
@@ -509,6 +571,7 @@ exec_claim(ExecState *st, int32 batch_size, ExecEnrollment **ens_out)
 			memset(seq, 0, sizeof(ExecSequence));
 			seq->id = key;
 		}
+		(void) exec_find_version(en->seq, en->version);
 	}
 
 	/* Oldest due first: the order rate limits hand out slots in. */
