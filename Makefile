@@ -16,6 +16,7 @@ OBJS = \
 	src/branch.o \
 	src/executor.o \
 	src/executor_sql.o \
+	src/stats.o \
 	src/cron.o \
 	src/providers.o \
 	src/transport.o \

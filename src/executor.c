@@ -57,6 +57,10 @@ log_decision(ExecState *st, ExecEnrollment *en, int32 step, const char *outcome,
 {
 	int			row = exec_batch_add(&st->log);
 
+	if (strncmp(outcome, "skipped_", 8) == 0)
+		exec_stats_count(st, en, step, COUNT_SKIPPED);
+	else if (strncmp(outcome, "deferred_", 9) == 0)
+		exec_stats_count(st, en, step, COUNT_DEFERRED);
 	exec_batch_set(&st->log, row, 0, en->business_id);
 	exec_batch_set(&st->log, row, 1, en->id);
 	if (step > 0)
@@ -498,6 +502,7 @@ run_enrollment(ExecState *st, ExecEnrollment *en)
 						 psprintf("finished: step %d does not exist", target));
 			return;
 		}
+		exec_stats_count(st, en, target, COUNT_REACHED);
 		if (step->wait_ms > 0)
 		{
 			TimestampTz next_run_at;

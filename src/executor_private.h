@@ -65,6 +65,7 @@ typedef struct ExecEnrollment
 	Datum		customer_id;
 	Datum		sequence_id;
 	int32		step;
+	int32		version;		/* sequence_version: the steps it runs */
 	TimestampTz enrolled_at;
 	Datum		trigger_event_id;
 	bool		trigger_event_null;
@@ -101,6 +102,8 @@ typedef struct ExecState
 	Batch		updates;		/* id, step, next_run_at, status, finished_at, stop_reason */
 	Batch		messages;		/* business_id .. body (10 columns) */
 	Batch		log;			/* business_id, enrollment_id, step_index, outcome, detail */
+	HTAB	   *step_counts;	/* the step_counters this call adds to (stats.c) */
+	bool		schema_0_3;		/* versions and step_counters exist */
 	Datum		t_active;
 	Datum		t_finished;
 	Datum		t_stopped;
@@ -120,6 +123,7 @@ typedef struct ExecState
 #define CLAIM_EXTERNAL_ID	17
 #define CLAIM_ATTRIBUTES	18
 #define CLAIM_BUSINESS_NAME	19	/* then its email, phone, review url, zone */
+#define CLAIM_SEQUENCE_VERSION 24
 
 extern void exec_batch_init(Batch *b, int ncols, const Oid *types);
 extern int	exec_batch_add(Batch *b);
@@ -149,5 +153,19 @@ extern void exec_load_events(ExecState *st, ExecEnrollment *ens, int nens);
 
 /* Writes the messages, the log and the enrollments' new state. */
 extern void exec_apply(ExecState *st);
+
+/* What journey.step_counters counts (stats.c). */
+typedef enum StepCount
+{
+	COUNT_REACHED,
+	COUNT_SKIPPED,
+	COUNT_DEFERRED
+} StepCount;
+
+/* Counts one arrival, skip or deferral of en at step, in memory. */
+extern void exec_stats_count(ExecState *st, ExecEnrollment *en, int32 step, StepCount what);
+
+/* Adds the call's counts to journey.step_counters: one statement. */
+extern void exec_stats_apply(ExecState *st);
 
 #endif							/* JOURNEY_EXECUTOR_H */

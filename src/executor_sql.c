@@ -27,6 +27,7 @@
 
 /* Kept plans, prepared on first use in a backend. */
 static SPIPlanPtr claim_plan = NULL;
+static SPIPlanPtr claim_plan_before_0_3 = NULL;
 static SPIPlanPtr steps_plan = NULL;
 static SPIPlanPtr lock_plan = NULL;
 static SPIPlanPtr rate_plan = NULL;
@@ -40,31 +41,41 @@ static SPIPlanPtr log_plan = NULL;
  * context is built here, once per enrollment, in the shape render_template
  * documents.  search_path is pinned by the function's declaration.
  */
-static const char *claim_sql =
-"SELECT k.id, k.business_id, k.sequence_id, k.customer_id,"
-"       k.current_step_index, k.enrolled_at, k.trigger_event_id, k.next_run_at,"
-"       k.meta, c.email, c.phone, COALESCE(c.timezone, b.timezone),"
-"       EXISTS (SELECT FROM journey.suppressions su"
-"                WHERE su.business_id = k.business_id"
-"                  AND su.channel = 'email' AND su.address = c.email),"
-"       EXISTS (SELECT FROM journey.suppressions su"
-"                WHERE su.business_id = k.business_id"
-"                  AND su.channel = 'sms' AND su.address = c.phone),"
-"       c.full_name, c.timezone, c.external_id, c.attributes,"
-"       b.name, b.email, b.phone, b.google_review_url, b.timezone"
-"  FROM ("
-"  SELECT e.id, e.business_id, e.sequence_id, e.customer_id,"
-"         e.current_step_index, e.enrolled_at, e.trigger_event_id, e.meta,"
-"         e.next_run_at"
-"    FROM journey.sequence_enrollments e"
-"   WHERE e.status = 'active' AND e.next_run_at <= $2"
-"     AND EXISTS (SELECT FROM journey.sequences s"
-"                  WHERE s.id = e.sequence_id AND s.status = 'active')"
-"   ORDER BY e.next_run_at"
-"   LIMIT $1"
-"     FOR UPDATE OF e SKIP LOCKED) k"
-"  JOIN journey.customers c ON c.id = k.customer_id"
-"  JOIN journey.businesses b ON b.id = k.business_id";
+#define CLAIM_SQL(VERSION_COLUMN) \
+"SELECT k.id, k.business_id, k.sequence_id, k.customer_id," \
+"       k.current_step_index, k.enrolled_at, k.trigger_event_id, k.next_run_at," \
+"       k.meta, c.email, c.phone, COALESCE(c.timezone, b.timezone)," \
+"       EXISTS (SELECT FROM journey.suppressions su" \
+"                WHERE su.business_id = k.business_id" \
+"                  AND su.channel = 'email' AND su.address = c.email)," \
+"       EXISTS (SELECT FROM journey.suppressions su" \
+"                WHERE su.business_id = k.business_id" \
+"                  AND su.channel = 'sms' AND su.address = c.phone)," \
+"       c.full_name, c.timezone, c.external_id, c.attributes," \
+"       b.name, b.email, b.phone, b.google_review_url, b.timezone," \
+"       k.sequence_version" \
+"  FROM (" \
+"  SELECT e.id, e.business_id, e.sequence_id, e.customer_id," \
+"         e.current_step_index, e.enrolled_at, e.trigger_event_id, e.meta," \
+"         e.next_run_at, " VERSION_COLUMN \
+"    FROM journey.sequence_enrollments e" \
+"   WHERE e.status = 'active' AND e.next_run_at <= $2" \
+"     AND EXISTS (SELECT FROM journey.sequences s" \
+"                  WHERE s.id = e.sequence_id AND s.status = 'active')" \
+"   ORDER BY e.next_run_at" \
+"   LIMIT $1" \
+"     FOR UPDATE OF e SKIP LOCKED) k" \
+"  JOIN journey.customers c ON c.id = k.customer_id" \
+"  JOIN journey.businesses b ON b.id = k.business_id"
+
+static const char *claim_sql = CLAIM_SQL("e.sequence_version");
+
+/*
+ * The same claim for a schema older than 0.3 (the new library runs before
+ * ALTER EXTENSION UPDATE): every enrollment is on version 1, and there are
+ * no step counters to add to.
+ */
+static const char *claim_sql_before_0_3 = CLAIM_SQL("1 AS sequence_version");
 
 static const char *steps_sql =
 "SELECT s.id, s.business_id, s.quiet_hours_start, s.quiet_hours_end,"
@@ -631,6 +642,7 @@ exec_apply(ExecState *st)
 		run_plan(journey_keep_plan(&update_plan, update_sql, 6, types), values, nulls,
 				 SPI_OK_UPDATE);
 	}
+	exec_stats_apply(st);
 }
 
 /* ---------- the claim ---------- */
@@ -661,8 +673,13 @@ exec_claim(ExecState *st, int32 batch_size, ExecEnrollment **ens_out)
 
 	claim_args[0] = Int64GetDatum(batch_size);
 	claim_args[1] = TimestampTzGetDatum(st->as_of);
-	run_plan(journey_keep_plan(&claim_plan, claim_sql, 2, claim_types), claim_args, NULL,
-			 SPI_OK_SELECT);
+	st->schema_0_3 = journey_schema_has_versions();
+	if (st->schema_0_3)
+		run_plan(journey_keep_plan(&claim_plan, claim_sql, 2, claim_types), claim_args, NULL,
+				 SPI_OK_SELECT);
+	else
+		run_plan(journey_keep_plan(&claim_plan_before_0_3, claim_sql_before_0_3, 2,
+								   claim_types), claim_args, NULL, SPI_OK_SELECT);
 	claimed = SPI_tuptable;
 	nclaimed = SPI_processed;
 	*ens_out = NULL;
@@ -687,6 +704,7 @@ exec_claim(ExecState *st, int32 batch_size, ExecEnrollment **ens_out)
 		en->enrolled_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 6, &isnull));
 		en->trigger_event_id = SPI_getbinval(tup, desc, 7, &en->trigger_event_null);
 		en->next_run_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 8, &isnull));
+		en->version = DatumGetInt32(SPI_getbinval(tup, desc, CLAIM_SEQUENCE_VERSION, &isnull));
 		en->email = text_or_null(tup, desc, 10);
 		en->phone = text_or_null(tup, desc, 11);
 		en->zone = text_or_null(tup, desc, 12);
