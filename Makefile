@@ -9,6 +9,7 @@ OBJS = \
 	src/util.o \
 	src/tenant.o \
 	src/template.o \
+	src/definition.o \
 	src/sequence.o \
 	src/enroll.o \
 	src/trigger.o \

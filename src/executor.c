@@ -109,7 +109,7 @@ set_stopped(ExecState *st, ExecEnrollment *en, int32 step, const char *why)
 	log_decision(st, en, step, "stopped", detail);
 }
 
-static ExecStep *
+static JourneyStep *
 find_step(ExecSequence *seq, int32 index, int *pos)
 {
 	int			lo = 0;
@@ -283,7 +283,7 @@ typedef enum SendResult
 
 /* One send step at as_of: the checks of SPEC section 4, in its order. */
 static SendResult
-run_send(ExecState *st, ExecEnrollment *en, ExecStep *step)
+run_send(ExecState *st, ExecEnrollment *en, JourneyStep *step)
 {
 	ExecSequence *seq = en->seq;
 	bool		email = step->kind == STEP_EMAIL;
@@ -419,7 +419,7 @@ run_enrollment(ExecState *st, ExecEnrollment *en)
 	for (;;)
 	{
 		int			pos;
-		ExecStep   *step = find_step(seq, index, &pos);
+		JourneyStep *step = find_step(seq, index, &pos);
 		int32		target;
 
 		if (step == NULL)
@@ -458,7 +458,7 @@ run_enrollment(ExecState *st, ExecEnrollment *en)
 					in.nevents = en->nevents;
 					in.events = en->events;
 					taken = journey_condition_eval(step->cond, &in);
-					target = taken ? step->targets.then_step : step->targets.else_step;
+					target = taken ? step->then_step : step->else_step;
 					log_decision(st, en, index, taken ? "branch_then" : "branch_else",
 								 target == 0 ?
 								 psprintf("%s is %s: finish", step->cond_text,
@@ -603,7 +603,7 @@ journey_advance_due_enrollments(PG_FUNCTION_ARGS)
 	exec_batch_init(&st.log, 5, log_cols);
 
 	/* 2, 3: steps, rate windows, events */
-	exec_load_sequences(&st, callcxt);
+	exec_load_sequences(&st);
 	exec_load_rate_windows(&st);
 	exec_load_events(&st, ens, (int) nclaimed);
 

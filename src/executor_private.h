@@ -14,32 +14,7 @@
 #include "access/tupdesc.h"
 #include "utils/hsearch.h"
 
-#include "journey.h"
-
-#define STEP_FOLLOWING (-1)		/* next_step_index null: the following step */
-
-typedef enum StepKind
-{
-	STEP_WAIT,
-	STEP_EMAIL,
-	STEP_SMS,
-	STEP_BRANCH
-} StepKind;
-
-typedef struct ExecStep
-{
-	int32		step_index;
-	StepKind	kind;
-	int64		wait_ms;
-	int32		next_step;		/* STEP_FOLLOWING, 0 (finish) or an index */
-	char	   *purpose;
-	JourneyTemplate *subject;
-	JourneyTemplate *body;
-	JourneyCondition *cond;
-	JourneyBranchTargets targets;
-	char	   *cond_text;		/* the "if" as JSON, for the log */
-	char	   *invalid;		/* why the step cannot run, else NULL */
-} ExecStep;
+#include "definition.h"
 
 typedef struct ExecSequence
 {
@@ -54,7 +29,7 @@ typedef struct ExecSequence
 	bool		limited;		/* has sends and a limit: windows loaded */
 	List	   *event_types;	/* tested by its branches */
 	int			nsteps;
-	ExecStep   *steps;			/* sorted by step_index */
+	JourneyStep *steps;			/* sorted by step_index */
 	JourneyRateWindow rate;
 } ExecSequence;
 
@@ -142,8 +117,8 @@ exec_batch_set(Batch *b, int row, int col, Datum value)
  */
 extern uint64 exec_claim(ExecState *st, int32 batch_size, ExecEnrollment **ens);
 
-/* Loads the steps of st->sequences, parsing templates and conditions. */
-extern void exec_load_sequences(ExecState *st, MemoryContext cxt);
+/* Loads the steps of st->sequences, compiling each (definition.c). */
+extern void exec_load_sequences(ExecState *st);
 
 /* Locks the rate-limited sequences and loads their rolling windows. */
 extern void exec_load_rate_windows(ExecState *st);

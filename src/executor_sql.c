@@ -14,14 +14,12 @@
  */
 #include "postgres.h"
 
-#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
-#include "utils/resowner.h"
 
 #include "executor_private.h"
 
@@ -265,82 +263,8 @@ uuid_array(Datum *values, int n)
 
 /* ---------- loading ---------- */
 
-static char *
-step_kind_error(ExecStep *step, Jsonb *message_config, Jsonb *branch_config)
-{
-	char	   *subject;
-	char	   *body;
-	char		where[64];
-
-	if (step->kind == STEP_EMAIL || step->kind == STEP_SMS)
-	{
-		subject = message_config ? journey_jsonb_get_text(message_config, "subject") : NULL;
-		body = message_config ? journey_jsonb_get_text(message_config, "body") : NULL;
-		if (step->kind == STEP_EMAIL && subject == NULL)
-			return "message_config has no subject";
-		if (body == NULL)
-			return "message_config has no body";
-		snprintf(where, sizeof(where), "step %d message.subject", step->step_index);
-		if (step->kind == STEP_EMAIL)
-			step->subject = journey_template_parse(subject, pstrdup(where));
-		snprintf(where, sizeof(where), "step %d message.body", step->step_index);
-		step->body = journey_template_parse(body, pstrdup(where));
-	}
-	else if (step->kind == STEP_BRANCH)
-	{
-		const char *error = NULL;
-		JsonbValue *cond;
-
-		step->cond = journey_condition_parse(branch_config, &step->targets, &error);
-		if (step->cond == NULL)
-			return pstrdup(error);
-		if ((step->targets.then_step != 0 && step->targets.then_step <= step->step_index) ||
-			(step->targets.else_step != 0 && step->targets.else_step <= step->step_index))
-			return "branch targets must be later steps or 0";
-		cond = journey_jsonb_get(branch_config, "if");
-		step->cond_text = JsonbToCString(NULL, cond->val.binary.data, cond->val.binary.len);
-	}
-	return NULL;
-}
-
-/*
- * Parses a step's templates or condition.  A parse error (only possible in
- * rows written around create_sequence) marks the step invalid instead of
- * failing the call, so one bad step cannot block every due enrollment.
- */
-static void
-prepare_step(ExecStep *step, Jsonb *message_config, Jsonb *branch_config,
-			 MemoryContext cxt)
-{
-	ResourceOwner owner = CurrentResourceOwner;
-
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		step->invalid = step_kind_error(step, message_config, branch_config);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		step->invalid = pstrdup(edata->message);
-		FreeErrorData(edata);
-	}
-	PG_END_TRY();
-}
-
 void
-exec_load_sequences(ExecState *st, MemoryContext cxt)
+exec_load_sequences(ExecState *st)
 {
 	HASH_SEQ_STATUS hs;
 	ExecSequence *seq;
@@ -366,7 +290,7 @@ exec_load_sequences(ExecState *st, MemoryContext cxt)
 		TupleDesc	desc = tt->tupdesc;
 		bool		isnull;
 		Datum		d;
-		ExecStep   *step;
+		JourneyStep *step;
 		char	   *kind;
 		Jsonb	   *message_config;
 		Jsonb	   *branch_config;
@@ -395,7 +319,7 @@ exec_load_sequences(ExecState *st, MemoryContext cxt)
 			d = SPI_getbinval(tup, desc, 6, &isnull);
 			cur->rate_per_day = isnull ? 0 : DatumGetInt32(d);
 			capacity = 8;
-			cur->steps = palloc(sizeof(ExecStep) * capacity);
+			cur->steps = palloc(sizeof(JourneyStep) * capacity);
 		}
 
 		d = SPI_getbinval(tup, desc, 7, &isnull);
@@ -404,38 +328,26 @@ exec_load_sequences(ExecState *st, MemoryContext cxt)
 		if (cur->nsteps == capacity)
 		{
 			capacity *= 2;
-			cur->steps = repalloc(cur->steps, sizeof(ExecStep) * capacity);
+			cur->steps = repalloc(cur->steps, sizeof(JourneyStep) * capacity);
 		}
 		step = &cur->steps[cur->nsteps++];
-		memset(step, 0, sizeof(ExecStep));
+		memset(step, 0, sizeof(JourneyStep));
 		step->step_index = DatumGetInt32(d);
 		kind = TextDatumGetCString(SPI_getbinval(tup, desc, 8, &isnull));
-		if (strcmp(kind, "send_email") == 0)
-			step->kind = STEP_EMAIL;
-		else if (strcmp(kind, "send_sms") == 0)
-			step->kind = STEP_SMS;
-		else if (strcmp(kind, "branch") == 0)
-			step->kind = STEP_BRANCH;
-		else
-			step->kind = STEP_WAIT;
 		step->wait_ms = DatumGetInt64(SPI_getbinval(tup, desc, 9, &isnull));
-		d = SPI_getbinval(tup, desc, 10, &isnull);
-		step->purpose = isnull ? NULL : TextDatumGetCString(d);
 		d = SPI_getbinval(tup, desc, 11, &isnull);
 		message_config = isnull ? NULL : DatumGetJsonbP(d);
 		d = SPI_getbinval(tup, desc, 12, &isnull);
 		branch_config = isnull ? NULL : DatumGetJsonbP(d);
 		d = SPI_getbinval(tup, desc, 13, &isnull);
 		step->next_step = isnull ? STEP_FOLLOWING : DatumGetInt32(d);
-		if (step->next_step != STEP_FOLLOWING && step->next_step != 0 &&
-			step->next_step <= step->step_index)
-			step->invalid = psprintf("its next step %d is not a later step",
-									 step->next_step);
-		else if (step->kind != STEP_WAIT)
-			prepare_step(step, message_config, branch_config, cxt);
+		journey_step_compile(step, kind, message_config, branch_config);
+		/* The column is what the sequence's messages carry. */
+		d = SPI_getbinval(tup, desc, 10, &isnull);
+		step->purpose = isnull ? NULL : TextDatumGetCString(d);
 		if (step->kind == STEP_EMAIL || step->kind == STEP_SMS)
 			cur->has_sends = true;
-		if (step->cond)
+		if (step->cond && step->invalid == NULL)
 			journey_condition_event_types(step->cond, &cur->event_types);
 	}
 }
@@ -529,15 +441,7 @@ exec_load_events(ExecState *st, ExecEnrollment *ens, int nens)
 	while ((seq = hash_seq_search(&hs)) != NULL)
 	{
 		foreach(lc, seq->event_types)
-		{
-			ListCell   *lc2;
-			bool		seen = false;
-
-			foreach(lc2, types)
-				seen = seen || strcmp(lfirst(lc2), lfirst(lc)) == 0;
-			if (!seen)
-				types = lappend(types, lfirst(lc));
-		}
+			journey_event_type_add(&types, lfirst(lc));
 	}
 	if (types == NIL)
 		return;

@@ -19,6 +19,7 @@
 #include "nodes/pg_list.h"
 #include "utils/date.h"
 #include "utils/jsonb.h"
+#include "utils/numeric.h"
 #include "utils/timestamp.h"
 #include "executor/spi.h"
 #include "utils/uuid.h"
@@ -49,12 +50,41 @@ extern bool journey_schema_has_versions(void);
  */
 extern char *journey_jsonb_get_text(Jsonb *obj, const char *key);
 
+/*
+ * Appends the text of a jsonb value: a string as it is, a number, boolean or
+ * null as JSON writes it, an array or object as JSON.  The one conversion of
+ * a value to text (template output, text fields of jsonb arguments).
+ */
+extern void journey_append_value_text(StringInfo out, JsonbValue *v);
+
+/*
+ * An error reported into a struct instead of raised, so a caller can either
+ * raise it (create_sequence) or record it and go on (the executor marking a
+ * step it cannot run), without a subtransaction.
+ */
+typedef struct JourneyError
+{
+	int			sqlstate;
+	char	   *message;		/* the full primary message, as raised */
+	char	   *reason;			/* the same without where it is, for a log */
+	const char *hint;
+} JourneyError;
+
+/* Raises the error *err describes. */
+extern void journey_error_raise(const JourneyError *err);
+
 /* Looks a key up in a jsonb object container; false when missing. */
 extern bool journey_container_get(JsonbContainer *container, const char *key,
 								  JsonbValue *result);
 
 /* The jsonb value of a top-level key, or NULL when missing. */
 extern JsonbValue *journey_jsonb_get(Jsonb *obj, const char *key);
+
+/*
+ * A numeric as a double, never raising: beyond the range of doubles it is
+ * +-infinity, below it 0.
+ */
+extern double journey_numeric_to_double(Numeric n);
 
 /* True when name is a time zone the tz database knows. */
 extern bool journey_timezone_is_valid(const char *name);
@@ -68,17 +98,23 @@ typedef struct JourneyTemplate JourneyTemplate;
 
 /*
  * Parses a template once so it can be rendered many times.  A malformed
- * template raises 22023 naming the 1-based character position; "where",
- * when not NULL, says which template it was (e.g. "step 2 message.body").
+ * template returns NULL with *err a 22023 naming the 1-based character
+ * position; "where", when not NULL, says which template it was (e.g.
+ * "step 2 field \"message.body\"").
  */
+extern JourneyTemplate *journey_template_compile(const char *source, const char *where,
+												 JourneyError *err);
+
+/* journey_template_compile, raising the error. */
 extern JourneyTemplate *journey_template_parse(const char *source, const char *where);
 
 /*
- * Raises 22023 when a tag's path is not one the executor provides:
- * customer.<field or attribute>, business.<field>, review_link,
+ * False, with *err a 22023, when a tag's path is not one the executor
+ * provides: customer.<field or attribute>, business.<field>, review_link,
  * enrollment.meta.<key> or event.<key>.
  */
-extern void journey_template_check_paths(const JourneyTemplate *tmpl, const char *where);
+extern bool journey_template_paths_ok(const JourneyTemplate *tmpl, const char *where,
+									  JourneyError *err);
 
 /*
  * Renders a parsed template against a jsonb context shaped as
@@ -210,39 +246,7 @@ typedef struct JourneyRateHit
 extern bool journey_rate_defer(const JourneyRateWindow *w, TimestampTz t,
 							   TimestampTz *run_at, JourneyRateHit *hit);
 
-/* ---------- branch.c: branch conditions (executor) ---------- */
-
-typedef struct JourneyCondition JourneyCondition;
-
-typedef struct JourneyBranchTargets
-{
-	int32		then_step;		/* 0: finish */
-	int32		else_step;
-} JourneyBranchTargets;
-
-/* What a condition is evaluated against for one enrollment. */
-typedef struct JourneyBranchInput
-{
-	JsonbContainer *customer;	/* the context's "customer" object */
-	const pg_uuid_t *enrollment_id;
-	int32		step_index;
-	int			nevents;
-	char	  **events;			/* event types seen since enrollment */
-} JourneyBranchInput;
-
-/*
- * Parses {"if": COND, "then": N, "else": N}.  Returns NULL with *error set
- * when it is malformed; may raise for numbers out of range.
- */
-extern JourneyCondition *journey_condition_parse(Jsonb *branch_config,
-												 JourneyBranchTargets *targets,
-												 const char **error);
-
-/* Adds the event types the condition tests (char *) to *types, once each. */
-extern void journey_condition_event_types(const JourneyCondition *cond, List **types);
-
-extern bool journey_condition_eval(const JourneyCondition *cond,
-								   const JourneyBranchInput *in);
+/* definition.c (the definition grammar) and branch.c: see definition.h */
 
 /* ---------- worker.c, launcher.c: the sender (more in sender.h) ---------- */
 

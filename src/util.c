@@ -82,21 +82,60 @@ journey_jsonb_get(Jsonb *obj, const char *key)
 	return memcpy(palloc(sizeof(JsonbValue)), &value, sizeof(JsonbValue));
 }
 
+void
+journey_append_value_text(StringInfo out, JsonbValue *v)
+{
+	switch (v->type)
+	{
+		case jbvNull:
+			appendStringInfoString(out, "null");
+			break;
+		case jbvString:
+			appendBinaryStringInfo(out, v->val.string.val, v->val.string.len);
+			break;
+		case jbvNumeric:
+			appendStringInfoString(out,
+								   DatumGetCString(DirectFunctionCall1(numeric_out,
+																	   NumericGetDatum(v->val.numeric))));
+			break;
+		case jbvBool:
+			appendStringInfoString(out, v->val.boolean ? "true" : "false");
+			break;
+		default:
+			(void) JsonbToCString(out, v->val.binary.data, v->val.binary.len);
+			break;
+	}
+}
+
 char *
 journey_jsonb_get_text(Jsonb *obj, const char *key)
 {
 	JsonbValue *v = journey_jsonb_get(obj, key);
+	StringInfoData text;
 
 	if (v == NULL || v->type == jbvNull)
 		return NULL;
-	if (v->type == jbvString)
-		return pnstrdup(v->val.string.val, v->val.string.len);
-	if (v->type == jbvNumeric)
-		return DatumGetCString(DirectFunctionCall1(numeric_out,
-												   NumericGetDatum(v->val.numeric)));
-	if (v->type == jbvBool)
-		return pstrdup(v->val.boolean ? "true" : "false");
-	return JsonbToCString(NULL, v->val.binary.data, v->val.binary.len);
+	initStringInfo(&text);
+	journey_append_value_text(&text, v);
+	return text.data;
+}
+
+double
+journey_numeric_to_double(Numeric n)
+{
+	char	   *text = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(n)));
+
+	/* strtod saturates where float8in would raise 22003. */
+	return strtod(text, NULL);
+}
+
+void
+journey_error_raise(const JourneyError *err)
+{
+	ereport(ERROR,
+			(errcode(err->sqlstate),
+			 errmsg_internal("%s", err->message),
+			 err->hint ? errhint("%s", err->hint) : 0));
 }
 
 bool

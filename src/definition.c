@@ -1,0 +1,836 @@
+/*-------------------------------------------------------------------------
+ *
+ * definition.c
+ *	  The grammar of a journey definition, read into the records of
+ *	  definition.h.  create_sequence parses a whole definition with it
+ *	  (journey_definition_parse, raising); the executor compiles each stored
+ *	  step with the same functions (journey_step_compile, marking the step
+ *	  invalid).  Since both read the same language, nothing create_sequence
+ *	  accepts can fail to compile when it runs.
+ *
+ * Every check reports into a JourneyError and returns false, so the
+ * executor needs no subtransaction to survive a bad step; the only errors
+ * raised here are out of memory and the like.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/jsonb.h"
+#include "utils/numeric.h"
+#include "utils/uuid.h"
+
+#include "definition.h"
+
+/* A century: longer waits are typing mistakes, and would overflow times. */
+#define MAX_WAIT_MS INT64CONST(3153600000000)
+
+/* A target's upper bound when the number of steps is not known (executor). */
+#define STEPS_UNKNOWN PG_INT32_MAX
+
+#define FORMAT_HINT "The section \"Journey definitions\" of journey's README lists every field, its type and its allowed values."
+#define TARGET_HINT "Give the index of a later step, or 0 to finish."
+#define ACYCLIC_HINT "Journeys are acyclic: a step can only lead forward, or to 0 (finish)."
+#define FIELD_PATH_HINT "Use customer.<column> (email, phone, timezone, full_name, ...) or customer.<attribute>."
+
+/* The step kinds, by their stored names; the order of the hint. */
+typedef struct StepKindInfo
+{
+	const char *name;
+	StepKind	kind;
+} StepKindInfo;
+
+static const StepKindInfo step_kinds[] = {
+	{"send_email", STEP_EMAIL},
+	{"send_sms", STEP_SMS},
+	{"wait", STEP_WAIT},
+	{"branch", STEP_BRANCH},
+};
+
+typedef struct CondOpInfo
+{
+	const char *name;
+	CondOp		op;
+} CondOpInfo;
+
+static const CondOpInfo cond_ops[] = {
+	{"exists", OP_EXISTS},
+	{"eq", OP_EQ},
+	{"neq", OP_NEQ},
+	{"gt", OP_GT},
+	{"lt", OP_LT},
+	{"in", OP_IN},
+};
+
+/* Where the parser is, and where its first error goes. */
+typedef struct Parser
+{
+	JourneyError *err;
+	int			step;			/* 1-based; 0: the definition's top level */
+	int			nsteps;			/* or STEPS_UNKNOWN */
+} Parser;
+
+/* Records an error at a field of the current step; returns false. */
+static bool
+fail(Parser *p, const char *field, const char *problem, const char *hint)
+{
+	JourneyError *err = p->err;
+
+	err->sqlstate = ERRCODE_INVALID_PARAMETER_VALUE;
+	err->reason = psprintf("field \"%s\" %s", field, problem);
+	err->message = p->step > 0 ?
+		psprintf("invalid journey definition: step %d %s", p->step, err->reason) :
+		psprintf("invalid journey definition: %s", err->reason);
+	/* Where no rule-specific hint applies, point at the whole format. */
+	err->hint = hint ? hint : FORMAT_HINT;
+	return false;
+}
+
+const char *
+journey_step_kind_name(StepKind kind)
+{
+	for (int i = 0; i < lengthof(step_kinds); i++)
+		if (step_kinds[i].kind == kind)
+			return step_kinds[i].name;
+	elog(ERROR, "unrecognized journey step kind %d", (int) kind);
+	return NULL;
+}
+
+static bool
+step_kind_from_name(Parser *p, const char *name, StepKind *kind)
+{
+	StringInfoData hint;
+
+	for (int i = 0; i < lengthof(step_kinds); i++)
+		if (strcmp(step_kinds[i].name, name) == 0)
+		{
+			*kind = step_kinds[i].kind;
+			return true;
+		}
+	initStringInfo(&hint);
+	appendStringInfoString(&hint, "Step kinds: ");
+	for (int i = 0; i < lengthof(step_kinds); i++)
+		appendStringInfo(&hint, "%s%s", i ? ", " : "", step_kinds[i].name);
+	appendStringInfoChar(&hint, '.');
+	return fail(p, "kind", psprintf("is not a step kind: \"%s\"", name), hint.data);
+}
+
+static const char *
+jbv_type_name(JsonbValue *v)
+{
+	switch (v->type)
+	{
+		case jbvNull:
+			return "null";
+		case jbvString:
+			return "a string";
+		case jbvNumeric:
+			return "a number";
+		case jbvBool:
+			return "a boolean";
+		case jbvBinary:
+			return JsonContainerIsArray(v->val.binary.data) ? "an array" : "an object";
+		default:
+			return "a JSON value";
+	}
+}
+
+static bool
+is_object(JsonbValue *v)
+{
+	return v->type == jbvBinary && JsonContainerIsObject(v->val.binary.data);
+}
+
+/* Refuses any key of obj not listed in allowed. */
+static bool
+check_keys(Parser *p, Jsonb *obj, const char *const *allowed, const char *prefix)
+{
+	JsonbIterator *it = JsonbIteratorInit(&obj->root);
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		const char *const *a;
+		char	   *key;
+
+		if (tok != WJB_KEY)
+			continue;
+		key = pnstrdup(v.val.string.val, v.val.string.len);
+		for (a = allowed; *a; a++)
+			if (strcmp(*a, key) == 0)
+				break;
+		if (*a == NULL)
+		{
+			StringInfoData known;
+
+			initStringInfo(&known);
+			for (a = allowed; *a; a++)
+				appendStringInfo(&known, "%s%s", a == allowed ? "" : ", ", *a);
+			return fail(p, psprintf("%s%s", prefix, key), "is not a known field",
+						psprintf("Known fields here: %s.", known.data));
+		}
+	}
+	return true;
+}
+
+/* A string field into *out; NULL when absent (and not required). */
+static bool
+get_string(Parser *p, Jsonb *obj, const char *key, const char *field, bool required,
+		   char **out)
+{
+	JsonbValue *v = journey_jsonb_get(obj, key);
+
+	*out = NULL;
+	if (v == NULL || v->type == jbvNull)
+	{
+		if (required)
+			return fail(p, field, "is required",
+						psprintf("Add \"%s\" with a non-empty string.", key));
+		return true;
+	}
+	if (v->type != jbvString)
+		return fail(p, field, psprintf("must be a string, not %s", jbv_type_name(v)),
+					psprintf("Write \"%s\" as a JSON string in double quotes.", key));
+	if (v->val.string.len == 0 && required)
+		return fail(p, field, "must not be empty",
+					psprintf("Give \"%s\" a non-empty string.", key));
+	*out = pnstrdup(v->val.string.val, v->val.string.len);
+	return true;
+}
+
+/* An integer-valued JSON number within [min, max]; *found false if absent. */
+static bool
+get_int64(Parser *p, Jsonb *obj, const char *key, const char *field,
+		  int64 min, int64 max, const char *hint, bool *found, int64 *result)
+{
+	JsonbValue *v = journey_jsonb_get(obj, key);
+	char	   *text;
+	char	   *end;
+	int64		value;
+
+	*found = false;
+	if (v == NULL)
+		return true;
+	if (v->type != jbvNumeric)
+		return fail(p, field, psprintf("must be a number, not %s", jbv_type_name(v)), hint);
+	text = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v->val.numeric)));
+	errno = 0;
+	value = strtoi64(text, &end, 10);
+	if (*end != '\0' || errno != 0)
+	{
+		/* 1e400 is written out in 401 digits: show it as the user wrote it. */
+		if (strlen(text) > 32)
+			text = numeric_out_sci(v->val.numeric, 3);
+		return fail(p, field, psprintf("must be a whole number, not %s", text), hint);
+	}
+	if (value < min || value > max)
+		return fail(p, field,
+					psprintf("must be between " INT64_FORMAT " and " INT64_FORMAT ", not %s",
+							 min, max, text), hint);
+	*found = true;
+	*result = value;
+	return true;
+}
+
+/* "HH:MM" with HH 00-23 and MM 00-59. */
+static bool
+get_clock(Parser *p, Jsonb *obj, const char *key, const char *field, char **out)
+{
+	char	   *s;
+
+	if (!get_string(p, obj, key, field, true, &s))
+		return false;
+	if (strlen(s) != 5 || !isdigit((unsigned char) s[0]) || !isdigit((unsigned char) s[1]) ||
+		s[2] != ':' || !isdigit((unsigned char) s[3]) || !isdigit((unsigned char) s[4]) ||
+		atoi(s) > 23 || atoi(s + 3) > 59)
+		return fail(p, field, psprintf("must be a time of day as HH:MM, not \"%s\"", s),
+					"Use 24-hour times such as \"21:00\" and \"08:00\".");
+	*out = s;
+	return true;
+}
+
+/* A step target: 0 (finish) or a step after the current one. */
+static bool
+check_target_value(Parser *p, const char *field, int64 target)
+{
+	if (target != 0 && p->step >= p->nsteps)
+		return fail(p, field,
+					psprintf("must be 0 (finish): step %d is the last step, not " INT64_FORMAT,
+							 p->step, target),
+					ACYCLIC_HINT);
+	if ((target != 0 && target <= p->step) || target > p->nsteps)
+	{
+		if (p->nsteps == STEPS_UNKNOWN)
+			return fail(p, field,
+						psprintf("must be 0 or a later step (after %d), not " INT64_FORMAT,
+								 p->step, target),
+						ACYCLIC_HINT);
+		return fail(p, field,
+					psprintf("must be 0 or a later step (%d to %d), not " INT64_FORMAT,
+							 p->step + 1, p->nsteps, target),
+					ACYCLIC_HINT);
+	}
+	return true;
+}
+
+/* A target field into *target; STEP_FOLLOWING when absent (and not required). */
+static bool
+get_target(Parser *p, Jsonb *obj, const char *key, const char *field, bool required,
+		   int32 *target)
+{
+	int64		value;
+	bool		found;
+
+	*target = STEP_FOLLOWING;
+	if (!get_int64(p, obj, key, field, 0, PG_INT32_MAX, TARGET_HINT, &found, &value))
+		return false;
+	if (!found)
+		return required ? fail(p, field, "is required", TARGET_HINT) : true;
+	if (!check_target_value(p, field, value))
+		return false;
+	*target = (int32) value;
+	return true;
+}
+
+/* One template of a step: parsed, and its paths ones the executor provides. */
+static bool
+compile_template(Parser *p, const char *source, const char *field, JourneyTemplate **out)
+{
+	char	   *where = psprintf("step %d field \"%s\"", p->step, field);
+
+	*out = journey_template_compile(source, where, p->err);
+	return *out != NULL && journey_template_paths_ok(*out, where, p->err);
+}
+
+/* ---------- conditions ---------- */
+
+#define COND_HINT \
+	"A condition is {\"field\": \"customer.<name>\", \"op\": \"exists|eq|neq|gt|lt|in\", \"value\": ...}, " \
+	"{\"event\": TYPE, \"since\": \"enrollment\"}, {\"random\": PERCENT}, {\"all\": [...]} or {\"any\": [...]}."
+
+static bool parse_condition(Parser *p, JsonbValue *v, const char *field, int depth,
+							JourneyCondition **out);
+
+/* The path after "customer.", split into at most JOURNEY_MAX_FIELD_SEGMENTS parts. */
+static bool
+parse_field_path(Parser *p, char *path, const char *field, JourneyCondition *cond)
+{
+	char	   *rest;
+	char	   *seg;
+
+	if (strncmp(path, "customer.", 9) != 0 || path[9] == '\0')
+		return fail(p, field, psprintf("must name a customer field, not \"%s\"", path),
+					FIELD_PATH_HINT);
+	rest = pstrdup(path + 9);
+	while ((seg = strsep(&rest, ".")) != NULL)
+	{
+		if (*seg == '\0')
+			return fail(p, field, psprintf("has an empty part: \"%s\"", path),
+						"Write customer.<name>, or customer.<attribute>.<key> for a value "
+						"inside an attribute, with no empty parts between the dots.");
+		if (cond->nsegments == JOURNEY_MAX_FIELD_SEGMENTS)
+			return fail(p, field,
+						psprintf("has more than %d parts after \"customer.\": \"%s\"",
+								 JOURNEY_MAX_FIELD_SEGMENTS, path),
+						"A field path reaches at most 8 levels into the customer.");
+		cond->segments[cond->nsegments++] = seg;
+	}
+	return true;
+}
+
+static bool
+parse_field_condition(Parser *p, Jsonb *obj, const char *prefix, JourneyCondition *cond)
+{
+	static const char *const field_keys[] = {"field", "op", "value", NULL};
+	char	   *path_field = psprintf("%sfield", prefix);
+	char	   *op_field = psprintf("%sop", prefix);
+	char	   *value_field = psprintf("%svalue", prefix);
+	char	   *path;
+	char	   *op;
+	JsonbValue *value;
+	int			i;
+
+	cond->kind = COND_FIELD;
+	if (!get_string(p, obj, "field", path_field, true, &path) ||
+		!get_string(p, obj, "op", op_field, true, &op))
+		return false;
+	value = journey_jsonb_get(obj, "value");
+	if (!check_keys(p, obj, field_keys, prefix) ||
+		!parse_field_path(p, path, path_field, cond))
+		return false;
+	for (i = 0; i < lengthof(cond_ops); i++)
+		if (strcmp(cond_ops[i].name, op) == 0)
+			break;
+	if (i == lengthof(cond_ops))
+		return fail(p, op_field, psprintf("is not an operator: \"%s\"", op),
+					"Operators: exists, eq, neq, gt, lt, in.");
+	cond->op = cond_ops[i].op;
+
+	if (cond->op == OP_EXISTS)
+	{
+		if (value != NULL)
+			return fail(p, value_field, "is not used by \"exists\"", "Remove \"value\".");
+		return true;
+	}
+	if (value == NULL || value->type == jbvNull)
+		return fail(p, value_field, psprintf("is required by \"%s\"", op), NULL);
+	if (cond->op == OP_IN)
+	{
+		if (value->type != jbvBinary || !JsonContainerIsArray(value->val.binary.data))
+			return fail(p, value_field, "must be an array for \"in\"", NULL);
+	}
+	else if (value->type == jbvBinary)
+		return fail(p, value_field,
+					psprintf("must be a string, number or boolean for \"%s\"", op), NULL);
+	else if ((cond->op == OP_GT || cond->op == OP_LT) && value->type == jbvBool)
+		return fail(p, value_field, psprintf("must be a number or string for \"%s\"", op),
+					NULL);
+	cond->value = *value;
+	return true;
+}
+
+static bool
+parse_condition_list(Parser *p, Jsonb *obj, const char *key, const char *field, int depth,
+					 JourneyCondition *cond)
+{
+	JsonbValue *list = journey_jsonb_get(obj, key);
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+
+	if (list->type != jbvBinary || !JsonContainerIsArray(list->val.binary.data) ||
+		JsonContainerSize(list->val.binary.data) == 0)
+		return fail(p, field, "must be a non-empty array of conditions", NULL);
+	cond->children = palloc(sizeof(JourneyCondition *) * JsonContainerSize(list->val.binary.data));
+	it = JsonbIteratorInit(list->val.binary.data);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok != WJB_ELEM)
+			continue;
+		if (!parse_condition(p, &v, psprintf("%s[%d]", field, cond->nchildren), depth + 1,
+							 &cond->children[cond->nchildren]))
+			return false;
+		cond->nchildren++;
+	}
+	return true;
+}
+
+static bool
+parse_condition(Parser *p, JsonbValue *v, const char *field, int depth,
+				JourneyCondition **out)
+{
+	static const char *const event_keys[] = {"event", "since", NULL};
+	static const char *const random_keys[] = {"random", NULL};
+	static const char *const all_keys[] = {"all", NULL};
+	static const char *const any_keys[] = {"any", NULL};
+	JourneyCondition *cond = palloc0(sizeof(JourneyCondition));
+	Jsonb	   *obj;
+	char	   *prefix;
+
+	*out = cond;
+	if (depth > JOURNEY_MAX_CONDITION_DEPTH)
+		return fail(p, field, "nests conditions too deeply", "Conditions nest at most 16 levels.");
+	if (!is_object(v))
+		return fail(p, field, psprintf("must be an object, not %s", jbv_type_name(v)), COND_HINT);
+	obj = JsonbValueToJsonb(v);
+	prefix = psprintf("%s.", field);
+
+	if (journey_jsonb_get(obj, "field"))
+		return parse_field_condition(p, obj, prefix, cond);
+	if (journey_jsonb_get(obj, "event"))
+	{
+		char	   *since;
+
+		cond->kind = COND_EVENT;
+		if (!check_keys(p, obj, event_keys, prefix) ||
+			!get_string(p, obj, "event", psprintf("%sevent", prefix), true, &cond->event_type) ||
+			!get_string(p, obj, "since", psprintf("%ssince", prefix), false, &since))
+			return false;
+		if (since != NULL && strcmp(since, "enrollment") != 0)
+			return fail(p, psprintf("%ssince", prefix),
+						psprintf("must be \"enrollment\", not \"%s\"", since), NULL);
+		return true;
+	}
+	if (journey_jsonb_get(obj, "random"))
+	{
+		JsonbValue *pct = journey_jsonb_get(obj, "random");
+
+		cond->kind = COND_RANDOM;
+		if (!check_keys(p, obj, random_keys, prefix))
+			return false;
+		if (pct->type != jbvNumeric)
+			return fail(p, psprintf("%srandom", prefix), "must be a percentage from 0 to 100", NULL);
+		if (DatumGetInt32(DirectFunctionCall2(numeric_cmp, NumericGetDatum(pct->val.numeric),
+											  NumericGetDatum(int64_to_numeric(0)))) < 0 ||
+			DatumGetInt32(DirectFunctionCall2(numeric_cmp, NumericGetDatum(pct->val.numeric),
+											  NumericGetDatum(int64_to_numeric(100)))) > 0)
+			return fail(p, psprintf("%srandom", prefix), "must be a percentage from 0 to 100", NULL);
+		cond->threshold = (int) rint(journey_numeric_to_double(pct->val.numeric) * 100);
+		return true;
+	}
+	if (journey_jsonb_get(obj, "all"))
+	{
+		cond->kind = COND_ALL;
+		return check_keys(p, obj, all_keys, prefix) &&
+			parse_condition_list(p, obj, "all", psprintf("%sall", prefix), depth, cond);
+	}
+	if (journey_jsonb_get(obj, "any"))
+	{
+		cond->kind = COND_ANY;
+		return check_keys(p, obj, any_keys, prefix) &&
+			parse_condition_list(p, obj, "any", psprintf("%sany", prefix), depth, cond);
+	}
+	return fail(p, field, "is not a condition", COND_HINT);
+}
+
+void
+journey_event_type_add(List **types, char *type)
+{
+	ListCell   *lc;
+
+	foreach(lc, *types)
+		if (strcmp(lfirst(lc), type) == 0)
+			return;
+	*types = lappend(*types, type);
+}
+
+void
+journey_condition_event_types(const JourneyCondition *cond, List **types)
+{
+	if (cond->kind == COND_EVENT)
+		journey_event_type_add(types, cond->event_type);
+	for (int i = 0; i < cond->nchildren; i++)
+		journey_condition_event_types(cond->children[i], types);
+}
+
+/* ---------- a step's configuration, shared by both entry points ---------- */
+
+/* A send step's message: {"purpose", "subject" (email), "body"}. */
+static bool
+compile_message(Parser *p, JourneyStep *st, Jsonb *msg)
+{
+	static const char *const email_keys[] = {"purpose", "subject", "body", NULL};
+	static const char *const sms_keys[] = {"purpose", "body", NULL};
+	bool		email = st->kind == STEP_EMAIL;
+	char	   *source;
+
+	st->message = msg;
+	if (!check_keys(p, msg, email ? email_keys : sms_keys, "message.") ||
+		!get_string(p, msg, "purpose", "message.purpose", false, &st->purpose))
+		return false;
+	if (email &&
+		(!get_string(p, msg, "subject", "message.subject", true, &source) ||
+		 !compile_template(p, source, "message.subject", &st->subject)))
+		return false;
+	return get_string(p, msg, "body", "message.body", true, &source) &&
+		compile_template(p, source, "message.body", &st->body);
+}
+
+/* A branch's {"if": CONDITION, "then": INDEX, "else": INDEX}. */
+static bool
+compile_branch(Parser *p, JourneyStep *st, Jsonb *cfg)
+{
+	static const char *const branch_keys[] = {"if", "then", "else", NULL};
+	JsonbValue *cond;
+
+	st->branch = cfg;
+	if (!check_keys(p, cfg, branch_keys, "branch_config."))
+		return false;
+	cond = journey_jsonb_get(cfg, "if");
+	if (cond == NULL)
+		return fail(p, "branch_config.if", "is required", NULL);
+	if (!parse_condition(p, cond, "branch_config.if", 1, &st->cond) ||
+		!get_target(p, cfg, "then", "branch_config.then", true, &st->then_step) ||
+		!get_target(p, cfg, "else", "branch_config.else", true, &st->else_step))
+		return false;
+	st->cond_text = JsonbToCString(NULL, cond->val.binary.data, cond->val.binary.len);
+	return true;
+}
+
+/* What a step of each kind needs besides kind, wait_ms and next. */
+static bool
+compile_step_config(Parser *p, JourneyStep *st, Jsonb *message, Jsonb *branch)
+{
+	switch (st->kind)
+	{
+		case STEP_EMAIL:
+		case STEP_SMS:
+			return compile_message(p, st, message);
+		case STEP_BRANCH:
+			return compile_branch(p, st, branch);
+		case STEP_WAIT:
+			return true;
+	}
+	elog(ERROR, "unrecognized journey step kind %d", (int) st->kind);
+	return false;
+}
+
+/* ---------- the executor's entry point ---------- */
+
+void
+journey_step_compile(JourneyStep *step, const char *kind, Jsonb *message_config,
+					 Jsonb *branch_config)
+{
+	JourneyError err;
+	Parser		p = {&err, step->step_index, STEPS_UNKNOWN};
+	bool		ok;
+
+	ok = step_kind_from_name(&p, kind, &step->kind);
+	if (ok && step->next_step != STEP_FOLLOWING)
+		ok = check_target_value(&p, "next", step->next_step);
+	if (ok && (step->kind == STEP_EMAIL || step->kind == STEP_SMS) &&
+		(message_config == NULL || !JB_ROOT_IS_OBJECT(message_config)))
+		ok = fail(&p, "message", "must be an object", NULL);
+	if (ok && step->kind == STEP_BRANCH &&
+		(branch_config == NULL || !JB_ROOT_IS_OBJECT(branch_config)))
+		ok = fail(&p, "branch_config", "must be an object", NULL);
+	if (ok)
+		ok = compile_step_config(&p, step, message_config, branch_config);
+	if (!ok)
+		step->invalid = err.reason;
+}
+
+/* ---------- create_sequence's entry point ---------- */
+
+static bool
+parse_step(Parser *p, JsonbValue *value, JourneyStep *st)
+{
+	static const char *const step_keys[] =
+	{"kind", "wait_ms", "next", "message", "branch_config", "template_id", NULL};
+	Jsonb	   *obj;
+	JsonbValue *message;
+	JsonbValue *branch;
+	char	   *kind;
+	bool		found;
+
+	st->step_index = p->step;
+	if (!is_object(value))
+		return fail(p, "step", psprintf("must be an object, not %s", jbv_type_name(value)), NULL);
+	obj = JsonbValueToJsonb(value);
+	if (!check_keys(p, obj, step_keys, "") ||
+		!get_string(p, obj, "kind", "kind", true, &kind) ||
+		!step_kind_from_name(p, kind, &st->kind) ||
+		!get_int64(p, obj, "wait_ms", "wait_ms", 0, MAX_WAIT_MS,
+				   "wait_ms is a delay in milliseconds, at least 0 and at most a century.",
+				   &found, &st->wait_ms) ||
+		!get_target(p, obj, "next", "next", false, &st->next_step) ||
+		!get_string(p, obj, "template_id", "template_id", false, &st->template_id))
+		return false;
+	if (!found)
+		st->wait_ms = 0;
+	if (st->template_id)
+		(void) DirectFunctionCall1(uuid_in, CStringGetDatum(st->template_id));
+
+	message = journey_jsonb_get(obj, "message");
+	branch = journey_jsonb_get(obj, "branch_config");
+	switch (st->kind)
+	{
+		case STEP_EMAIL:
+		case STEP_SMS:
+			if (message == NULL || message->type == jbvNull)
+				return fail(p, "message", psprintf("is required for %s", kind),
+							st->kind == STEP_EMAIL ?
+							"Give {\"subject\": ..., \"body\": ...}." : "Give {\"body\": ...}.");
+			if (!is_object(message))
+				return fail(p, "message",
+							psprintf("must be an object, not %s", jbv_type_name(message)), NULL);
+			if (branch != NULL)
+				return fail(p, "branch_config", psprintf("is not used by %s", kind), NULL);
+			break;
+		case STEP_BRANCH:
+			if (branch == NULL || branch->type == jbvNull)
+				return fail(p, "branch_config", "is required for branch",
+							"Give {\"if\": CONDITION, \"then\": INDEX, \"else\": INDEX}.");
+			if (!is_object(branch))
+				return fail(p, "branch_config",
+							psprintf("must be an object, not %s", jbv_type_name(branch)), NULL);
+			if (message != NULL)
+				return fail(p, "message", "is not used by branch", NULL);
+			if (st->next_step != STEP_FOLLOWING)
+				return fail(p, "next", "is not used by branch",
+							"A branch goes where branch_config.then or branch_config.else says.");
+			break;
+		case STEP_WAIT:
+			if (message != NULL)
+				return fail(p, "message", "is not used by wait", NULL);
+			if (branch != NULL)
+				return fail(p, "branch_config", "is not used by wait", NULL);
+			break;
+	}
+	return compile_step_config(p, st,
+							   message ? JsonbValueToJsonb(message) : NULL,
+							   branch ? JsonbValueToJsonb(branch) : NULL);
+}
+
+static bool
+parse_exit_event_types(Parser *p, JsonbValue *v, JourneyDefinition *def)
+{
+	JsonbIterator *it;
+	JsonbValue	elem;
+	JsonbIteratorToken tok;
+
+	if (v->type != jbvBinary || !JsonContainerIsArray(v->val.binary.data))
+		return fail(p, "exit_event_types", "must be an array of event types", NULL);
+	it = JsonbIteratorInit(v->val.binary.data);
+	while ((tok = JsonbIteratorNext(&it, &elem, true)) != WJB_DONE)
+	{
+		char	   *type;
+
+		if (tok != WJB_ELEM)
+			continue;
+		if (elem.type != jbvString || elem.val.string.len == 0)
+			return fail(p, "exit_event_types", "must hold only non-empty strings", NULL);
+		type = pnstrdup(elem.val.string.val, elem.val.string.len);
+		if (def->trigger_event_type && strcmp(type, def->trigger_event_type) == 0)
+			return fail(p, "exit_event_types",
+						psprintf("lists \"%s\", which is also the trigger event type", type),
+						"An event cannot both start and end the same journey.");
+		def->exit_event_types = lappend(def->exit_event_types, type);
+	}
+	return true;
+}
+
+/* rate_per_hour / rate_per_day: absent, the default; JSON null, unlimited. */
+static bool
+parse_rate(Parser *p, Jsonb *definition, const char *key, int32 dflt,
+		   bool *isnull, int32 *rate)
+{
+	JsonbValue *v = journey_jsonb_get(definition, key);
+	int64		value;
+	bool		found;
+
+	*isnull = v != NULL && v->type == jbvNull;
+	*rate = dflt;
+	if (*isnull)
+		return true;
+	if (!get_int64(p, definition, key, key, 1, PG_INT32_MAX,
+				   "Give a positive number of messages, or null for no limit.", &found, &value))
+		return false;
+	if (found)
+		*rate = (int32) value;
+	return true;
+}
+
+static bool
+parse_steps(Parser *p, JsonbValue *v, JourneyDefinition *def)
+{
+	JsonbIterator *it;
+	JsonbValue	elem;
+	JsonbIteratorToken tok;
+
+	if (v == NULL || v->type == jbvNull)
+		return fail(p, "steps", "is required", "Give an array of at least one step.");
+	if (v->type != jbvBinary || !JsonContainerIsArray(v->val.binary.data) ||
+		JsonContainerSize(v->val.binary.data) == 0)
+		return fail(p, "steps", "must be a non-empty array", NULL);
+	def->nsteps = JsonContainerSize(v->val.binary.data);
+	if (def->nsteps > JOURNEY_MAX_STEPS)
+		return fail(p, "steps", psprintf("has %d steps, more than %d", def->nsteps,
+										 JOURNEY_MAX_STEPS), NULL);
+	def->steps = palloc0(sizeof(JourneyStep) * def->nsteps);
+	p->nsteps = def->nsteps;
+	it = JsonbIteratorInit(v->val.binary.data);
+	while ((tok = JsonbIteratorNext(&it, &elem, true)) != WJB_DONE)
+	{
+		if (tok != WJB_ELEM)
+			continue;
+		p->step++;
+		if (!parse_step(p, &elem, &def->steps[p->step - 1]))
+			return false;
+	}
+	p->step = 0;
+	return true;
+}
+
+static bool
+parse_definition(Parser *p, Jsonb *definition, JourneyDefinition *def)
+{
+	static const char *const top_keys[] =
+	{"name", "description", "status", "trigger_event_type", "exit_event_types",
+		"allow_manual_enroll", "reentry", "quiet_hours", "rate_per_hour", "rate_per_day",
+	"steps", NULL};
+	static const char *const quiet_keys[] = {"start", "end", NULL};
+	JsonbValue *v;
+
+	memset(def, 0, sizeof(JourneyDefinition));
+	if (!JB_ROOT_IS_OBJECT(definition) || JB_ROOT_IS_SCALAR(definition))
+	{
+		p->err->sqlstate = ERRCODE_INVALID_PARAMETER_VALUE;
+		p->err->message = p->err->reason = "journey definition must be a JSON object";
+		p->err->hint = "Pass {\"name\": ..., \"steps\": [...]}.";
+		return false;
+	}
+	if (!check_keys(p, definition, top_keys, "") ||
+		!get_string(p, definition, "name", "name", true, &def->name) ||
+		!get_string(p, definition, "description", "description", false, &def->description) ||
+		!get_string(p, definition, "status", "status", false, &def->status))
+		return false;
+	if (def->status == NULL)
+		def->status = "draft";
+	else if (strcmp(def->status, "active") != 0 && strcmp(def->status, "paused") != 0 &&
+			 strcmp(def->status, "draft") != 0)
+		return fail(p, "status",
+					psprintf("must be active, paused or draft, not \"%s\"", def->status), NULL);
+
+	if (!get_string(p, definition, "trigger_event_type", "trigger_event_type", false,
+					&def->trigger_event_type))
+		return false;
+	if (def->trigger_event_type && def->trigger_event_type[0] == '\0')
+		return fail(p, "trigger_event_type", "must not be empty",
+					"Leave it out for a journey entered only by enroll_customer.");
+
+	v = journey_jsonb_get(definition, "exit_event_types");
+	if (v != NULL && v->type != jbvNull && !parse_exit_event_types(p, v, def))
+		return false;
+
+	v = journey_jsonb_get(definition, "allow_manual_enroll");
+	if (v != NULL && v->type != jbvNull)
+	{
+		if (v->type != jbvBool)
+			return fail(p, "allow_manual_enroll",
+						psprintf("must be a boolean, not %s", jbv_type_name(v)), NULL);
+		def->allow_manual_enroll = v->val.boolean;
+	}
+
+	if (!get_string(p, definition, "reentry", "reentry", false, &def->reentry))
+		return false;
+	if (def->reentry == NULL)
+		def->reentry = "after_exit";
+	else if (strcmp(def->reentry, "never") != 0 && strcmp(def->reentry, "after_exit") != 0)
+		return fail(p, "reentry",
+					psprintf("must be never or after_exit, not \"%s\"", def->reentry), NULL);
+
+	v = journey_jsonb_get(definition, "quiet_hours");
+	if (v != NULL && v->type != jbvNull)
+	{
+		Jsonb	   *quiet;
+
+		if (!is_object(v))
+			return fail(p, "quiet_hours", "must be an object",
+						"Give {\"start\": \"21:00\", \"end\": \"08:00\"}.");
+		quiet = JsonbValueToJsonb(v);
+		if (!check_keys(p, quiet, quiet_keys, "quiet_hours.") ||
+			!get_clock(p, quiet, "start", "quiet_hours.start", &def->quiet_start) ||
+			!get_clock(p, quiet, "end", "quiet_hours.end", &def->quiet_end))
+			return false;
+	}
+
+	return parse_rate(p, definition, "rate_per_hour", 100, &def->rate_hour_null, &def->rate_hour) &&
+		parse_rate(p, definition, "rate_per_day", 1000, &def->rate_day_null, &def->rate_day) &&
+		parse_steps(p, journey_jsonb_get(definition, "steps"), def);
+}
+
+void
+journey_definition_parse(Jsonb *definition, JourneyDefinition *def)
+{
+	JourneyError err;
+	Parser		p = {&err, 0, 0};
+
+	if (!parse_definition(&p, definition, def))
+		journey_error_raise(&err);
+}
