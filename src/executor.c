@@ -407,6 +407,67 @@ run_send(ExecState *st, ExecEnrollment *en, JourneyStep *step)
 }
 
 /*
+ * A wait_until step that has come due: the events trigger marked the
+ * enrollment (meta.wait_until) when the awaited event arrived while it
+ * waited here, with the event's time and the deadline it had to beat; no
+ * mark, or an event after the deadline, is a timeout.  Returns the target.
+ */
+static int32
+run_wait_until(ExecState *st, ExecEnrollment *en, JourneyStep *step)
+{
+	bool		isnull;
+	Jsonb	   *meta = DatumGetJsonbP(SPI_getbinval(en->tup, st->claim_desc, CLAIM_META,
+													&isnull));
+	JsonbValue *mark = journey_jsonb_get(meta, "wait_until");
+	JsonbValue	v;
+	char	   *occurred = NULL;
+	char	   *deadline = NULL;
+	char	   *event_id = NULL;
+	bool		arrived = false;
+	int32		target;
+
+	if (mark != NULL && mark->type == jbvBinary &&
+		journey_container_get(mark->val.binary.data, "step", &v) && v.type == jbvNumeric &&
+		DatumGetInt32(DirectFunctionCall1(numeric_int4, NumericGetDatum(v.val.numeric))) ==
+		step->step_index)
+	{
+		if (journey_container_get(mark->val.binary.data, "occurred_at", &v) &&
+			v.type == jbvString)
+			occurred = pnstrdup(v.val.string.val, v.val.string.len);
+		if (journey_container_get(mark->val.binary.data, "timeout_at", &v) &&
+			v.type == jbvString)
+			deadline = pnstrdup(v.val.string.val, v.val.string.len);
+		if (journey_container_get(mark->val.binary.data, "event_id", &v) &&
+			v.type == jbvNumeric)
+			event_id = DatumGetCString(DirectFunctionCall1(numeric_out,
+														   NumericGetDatum(v.val.numeric)));
+		/* Both were written by the trigger from timestamptz values. */
+		arrived = occurred != NULL && deadline != NULL &&
+			DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in, CStringGetDatum(occurred),
+													ObjectIdGetDatum(InvalidOid),
+													Int32GetDatum(-1))) <=
+			DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in, CStringGetDatum(deadline),
+													ObjectIdGetDatum(InvalidOid),
+													Int32GetDatum(-1)));
+	}
+	target = arrived ? step->then_step : step->else_step;
+	resetStringInfo(&st->buf);
+	if (arrived)
+		appendStringInfo(&st->buf, "%s #%s arrived: ", step->await_event,
+						 event_id ? event_id : "?");
+	else
+		appendStringInfo(&st->buf, "no %s within %lld ms: ", step->await_event,
+						 (long long) step->wait_ms);
+	if (target == 0)
+		appendStringInfoString(&st->buf, "finish");
+	else
+		appendStringInfo(&st->buf, "go to step %d", target);
+	log_decision(st, en, step->step_index, arrived ? "event_arrived" : "timed_out",
+				 st->buf.data);
+	return target;
+}
+
+/*
  * Runs one enrollment from its current step as far as it goes at as_of,
  * recording its new state and every decision.
  */
@@ -443,6 +504,9 @@ run_enrollment(ExecState *st, ExecEnrollment *en)
 			case STEP_SMS:
 				if (run_send(st, en, step) == SEND_DEFERRED)
 					return;
+				break;
+			case STEP_WAIT_UNTIL:
+				target = run_wait_until(st, en, step);
 				break;
 			case STEP_BRANCH:
 				{
