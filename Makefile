@@ -18,6 +18,7 @@ OBJS = \
 	src/executor.o \
 	src/executor_sql.o \
 	src/stats.o \
+	src/simulate.o \
 	src/cron.o \
 	src/providers.o \
 	src/transport.o \

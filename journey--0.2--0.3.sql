@@ -149,4 +149,37 @@ COMMENT ON VIEW journey.sequence_stats IS
 
 GRANT SELECT ON journey.step_stats, journey.sequence_stats TO journey_user;
 
+-- What a journey would do to one customer from p_from to p_until, with
+-- p_events at their times: the executor's own decisions, in time order,
+-- each queued message rendered on its row.  Runs the real executor on a
+-- virtual clock inside a subtransaction it rolls back (src/simulate.c):
+-- it writes nothing.  Members of the journey's business only.
+CREATE FUNCTION journey.simulate(p_sequence_id uuid, p_customer jsonb,
+                                 p_from timestamptz, p_until timestamptz,
+                                 p_events jsonb DEFAULT '[]')
+RETURNS TABLE (at timestamptz, step_index integer, outcome text, detail text,
+               channel text, to_address text, subject text, body text)
+AS 'MODULE_PATHNAME', 'journey_simulate'
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET jit = off;
+
+-- The same for a definition not saved yet, validated as create_sequence does.
+CREATE FUNCTION journey.simulate(p_business_id uuid, p_definition jsonb, p_customer jsonb,
+                                 p_from timestamptz, p_until timestamptz,
+                                 p_events jsonb DEFAULT '[]')
+RETURNS TABLE (at timestamptz, step_index integer, outcome text, detail text,
+               channel text, to_address text, subject text, body text)
+AS 'MODULE_PATHNAME', 'journey_simulate_draft'
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET jit = off;
+
+GRANT EXECUTE ON FUNCTION
+    journey.simulate(uuid, jsonb, timestamptz, timestamptz, jsonb),
+    journey.simulate(uuid, jsonb, jsonb, timestamptz, timestamptz, jsonb)
+    TO journey_user;
+REVOKE ALL ON FUNCTION journey.simulate(uuid, jsonb, timestamptz, timestamptz, jsonb),
+    journey.simulate(uuid, jsonb, jsonb, timestamptz, timestamptz, jsonb) FROM PUBLIC;
+
 REVOKE ALL ON journey.step_counters, journey.step_stats, journey.sequence_stats FROM PUBLIC;

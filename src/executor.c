@@ -597,17 +597,6 @@ journey_advance_due_enrollments(PG_FUNCTION_ARGS)
 {
 	int32		batch_size;
 	TimestampTz as_of;
-	MemoryContext callcxt;
-	MemoryContext oldcxt;
-	ExecState	st;
-	HASHCTL		hctl;
-	uint64		nclaimed;
-	ExecEnrollment *ens;
-	static const Oid update_cols[6] = {UUIDOID, INT4OID, TIMESTAMPTZOID, TEXTOID,
-	TIMESTAMPTZOID, TEXTOID};
-	static const Oid message_cols[10] = {UUIDOID, UUIDOID, UUIDOID, INT4OID, UUIDOID,
-	TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
-	static const Oid log_cols[5] = {UUIDOID, UUIDOID, INT4OID, TEXTOID, TEXTOID};
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -628,6 +617,24 @@ journey_advance_due_enrollments(PG_FUNCTION_ARGS)
 				 errmsg("p_as_of must be a finite timestamp"),
 				 errhint("Pass the time the steps run at, such as now().")));
 
+	PG_RETURN_INT32(journey_executor_run(batch_size, as_of, (Datum) 0));
+}
+
+int32
+journey_executor_run(int32 batch_size, TimestampTz as_of, Datum only_enrollment)
+{
+	MemoryContext callcxt;
+	MemoryContext oldcxt;
+	ExecState	st;
+	HASHCTL		hctl;
+	uint64		nclaimed;
+	ExecEnrollment *ens;
+	static const Oid update_cols[6] = {UUIDOID, INT4OID, TIMESTAMPTZOID, TEXTOID,
+	TIMESTAMPTZOID, TEXTOID};
+	static const Oid message_cols[10] = {UUIDOID, UUIDOID, UUIDOID, INT4OID, UUIDOID,
+	TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+	static const Oid log_cols[5] = {UUIDOID, UUIDOID, INT4OID, TEXTOID, TEXTOID};
+
 	callcxt = AllocSetContextCreate(CurrentMemoryContext, "journey executor call",
 									ALLOCSET_DEFAULT_SIZES);
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -636,6 +643,7 @@ journey_advance_due_enrollments(PG_FUNCTION_ARGS)
 
 	memset(&st, 0, sizeof(st));
 	st.as_of = as_of;
+	st.only_enrollment = only_enrollment;
 	hctl.keysize = UUID_LEN;
 	hctl.entrysize = sizeof(ExecSequence);
 	hctl.hcxt = callcxt;
@@ -649,7 +657,7 @@ journey_advance_due_enrollments(PG_FUNCTION_ARGS)
 		MemoryContextSwitchTo(oldcxt);
 		SPI_finish();
 		MemoryContextDelete(callcxt);
-		PG_RETURN_INT32(0);
+		return 0;
 	}
 
 	st.t_active = CStringGetTextDatum("active");
@@ -686,6 +694,6 @@ journey_advance_due_enrollments(PG_FUNCTION_ARGS)
 	MemoryContextSwitchTo(oldcxt);
 	SPI_finish();
 	MemoryContextDelete(callcxt);
-	PG_RETURN_INT32((int32) nclaimed);
+	return (int32) nclaimed;
 }
 

@@ -79,6 +79,7 @@ typedef struct ExecState
 	Batch		log;			/* business_id, enrollment_id, step_index, outcome, detail */
 	HTAB	   *step_counts;	/* the step_counters this call adds to (stats.c) */
 	bool		schema_0_3;		/* versions and step_counters exist */
+	Datum		only_enrollment;	/* a uuid: claim just that one (simulate) */
 	Datum		t_active;
 	Datum		t_finished;
 	Datum		t_stopped;
@@ -142,5 +143,13 @@ extern void exec_stats_count(ExecState *st, ExecEnrollment *en, int32 step, Step
 
 /* Adds the call's counts to journey.step_counters: one statement. */
 extern void exec_stats_apply(ExecState *st);
+
+/*
+ * One executor call at as_of, on up to batch_size due enrollments, or on
+ * the one enrollment only_enrollment (a uuid datum; 0 for all): the body of
+ * advance_due_enrollments, which journey.simulate also runs.  Returns how
+ * many enrollments it handled.
+ */
+extern int32 journey_executor_run(int32 batch_size, TimestampTz as_of, Datum only_enrollment);
 
 #endif							/* JOURNEY_EXECUTOR_H */

@@ -26,6 +26,7 @@
 /* Kept plans, prepared on first use in a backend. */
 static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr claim_plan_before_0_3 = NULL;
+static SPIPlanPtr claim_one_plan = NULL;
 static SPIPlanPtr steps_plan = NULL;
 static SPIPlanPtr lock_plan = NULL;
 static SPIPlanPtr rate_plan = NULL;
@@ -39,7 +40,7 @@ static SPIPlanPtr log_plan = NULL;
  * context is built here, once per enrollment, in the shape render_template
  * documents.  search_path is pinned by the function's declaration.
  */
-#define CLAIM_SQL(VERSION_COLUMN) \
+#define CLAIM_SQL(VERSION_COLUMN, FILTER) \
 "SELECT k.id, k.business_id, k.sequence_id, k.customer_id," \
 "       k.current_step_index, k.enrolled_at, k.trigger_event_id, k.next_run_at," \
 "       k.meta, c.email, c.phone, COALESCE(c.timezone, b.timezone)," \
@@ -57,7 +58,7 @@ static SPIPlanPtr log_plan = NULL;
 "         e.current_step_index, e.enrolled_at, e.trigger_event_id, e.meta," \
 "         e.next_run_at, " VERSION_COLUMN \
 "    FROM journey.sequence_enrollments e" \
-"   WHERE e.status = 'active' AND e.next_run_at <= $2" \
+"   WHERE e.status = 'active' AND e.next_run_at <= $2" FILTER \
 "     AND EXISTS (SELECT FROM journey.sequences s" \
 "                  WHERE s.id = e.sequence_id AND s.status = 'active')" \
 "   ORDER BY e.next_run_at" \
@@ -66,14 +67,17 @@ static SPIPlanPtr log_plan = NULL;
 "  JOIN journey.customers c ON c.id = k.customer_id" \
 "  JOIN journey.businesses b ON b.id = k.business_id"
 
-static const char *claim_sql = CLAIM_SQL("e.sequence_version");
+static const char *claim_sql = CLAIM_SQL("e.sequence_version", "");
 
 /*
  * The same claim for a schema older than 0.3 (the new library runs before
  * ALTER EXTENSION UPDATE): every enrollment is on version 1, and there are
  * no step counters to add to.
  */
-static const char *claim_sql_before_0_3 = CLAIM_SQL("1 AS sequence_version");
+static const char *claim_sql_before_0_3 = CLAIM_SQL("1 AS sequence_version", "");
+
+/* One enrollment only: journey.simulate's (simulate.c). */
+static const char *claim_one_sql = CLAIM_SQL("e.sequence_version", " AND e.id = $3");
 
 static const char *steps_sql =
 "SELECT s.id, s.business_id, s.quiet_hours_start, s.quiet_hours_end,"
@@ -569,8 +573,8 @@ compare_due(const void *a, const void *b)
 uint64
 exec_claim(ExecState *st, int32 batch_size, ExecEnrollment **ens_out)
 {
-	Oid			claim_types[2] = {INT8OID, TIMESTAMPTZOID};
-	Datum		claim_args[2];
+	Oid			claim_types[3] = {INT8OID, TIMESTAMPTZOID, UUIDOID};
+	Datum		claim_args[3];
 	SPITupleTable *claimed;
 	uint64		nclaimed;
 	ExecEnrollment *ens;
@@ -578,7 +582,11 @@ exec_claim(ExecState *st, int32 batch_size, ExecEnrollment **ens_out)
 	claim_args[0] = Int64GetDatum(batch_size);
 	claim_args[1] = TimestampTzGetDatum(st->as_of);
 	st->schema_0_3 = journey_schema_has_versions();
-	if (st->schema_0_3)
+	claim_args[2] = st->only_enrollment;
+	if (st->only_enrollment != (Datum) 0)
+		run_plan(journey_keep_plan(&claim_one_plan, claim_one_sql, 3, claim_types), claim_args,
+				 NULL, SPI_OK_SELECT);
+	else if (st->schema_0_3)
 		run_plan(journey_keep_plan(&claim_plan, claim_sql, 2, claim_types), claim_args, NULL,
 				 SPI_OK_SELECT);
 	else
