@@ -39,11 +39,14 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "executor/spi.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgtime.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
+#include "utils/resowner.h"
 
 #include "executor_private.h"
 
@@ -483,6 +486,8 @@ run_enrollment(ExecState *st, ExecEnrollment *en)
 		JourneyStep *step = find_step(seq, index, &pos);
 		int32		target;
 
+		st->running_step = index;
+
 		if (step == NULL)
 		{
 			set_finished(st, en, index,
@@ -590,6 +595,154 @@ run_enrollment(ExecState *st, ExecEnrollment *en)
 	}
 }
 
+/* ---------- isolation of enrollments ---------- */
+
+/*
+ * Errors that say nothing about one enrollment: the call fails with them
+ * rather than stopping enrollments that did nothing wrong (a cancel or
+ * shutdown, serialization failures and deadlocks, a read-only transaction,
+ * lock timeouts, lack of memory or disk, corruption).
+ */
+static bool
+error_is_call_level(int sqlerrcode)
+{
+	switch (ERRCODE_TO_CATEGORY(sqlerrcode))
+	{
+		case ERRCODE_INVALID_TRANSACTION_STATE:
+		case ERRCODE_TRANSACTION_ROLLBACK:
+		case ERRCODE_INSUFFICIENT_RESOURCES:
+		case ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE:
+		case ERRCODE_OPERATOR_INTERVENTION:
+		case ERRCODE_SYSTEM_ERROR:
+			return true;
+	}
+	return sqlerrcode == ERRCODE_DATA_CORRUPTED || sqlerrcode == ERRCODE_INDEX_CORRUPTED;
+}
+
+static void
+run_one(ExecState *st, ExecEnrollment *en)
+{
+	CHECK_FOR_INTERRUPTS();
+	run_enrollment(st, en);
+	en->ctx = NULL;
+	MemoryContextReset(st->scratch);
+}
+
+static void
+clear_batches(ExecState *st)
+{
+	st->updates.n = 0;
+	st->messages.n = 0;
+	st->log.n = 0;
+}
+
+/*
+ * Runs the enrollments from..to-1 and applies their results in a
+ * subtransaction.  Returns NULL when it committed; else rolls it back and
+ * returns the error, unless the error is one of the whole call, which it
+ * raises.
+ */
+static ErrorData *
+run_guarded(ExecState *st, ExecEnrollment *ens, uint64 from, uint64 to)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	ErrorData  *edata = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		for (uint64 i = from; i < to; i++)
+			run_one(st, &ens[i]);
+		st->running_step = 0;
+		exec_apply(st);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		if (error_is_call_level(edata->sqlerrcode))
+			PG_RE_THROW();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	clear_batches(st);
+	return edata;
+}
+
+/* A copy of a sequence's rate window, to undo what a failed enrollment took. */
+static void
+rate_save(JourneyRateWindow *saved, const JourneyRateWindow *w)
+{
+	*saved = *w;
+	saved->times = palloc(sizeof(TimestampTz) * Max(w->capacity, 1));
+	memcpy(saved->times, w->times, sizeof(TimestampTz) * w->ntimes);
+}
+
+/*
+ * The slow path, after an error in the batch: each enrollment in its own
+ * subtransaction, with its own statements.  One that fails is stopped with
+ * stop_reason "error:<SQLSTATE>" and the error's message in the log.
+ */
+static void
+run_isolated(ExecState *st, ExecEnrollment *ens, uint64 n)
+{
+	int		   *failed = palloc(sizeof(int) * n);
+	int32	   *failed_step = palloc(sizeof(int32) * n);
+	ErrorData **errors = palloc(sizeof(ErrorData *) * n);
+	int			nfailed = 0;
+
+	for (uint64 i = 0; i < n; i++)
+	{
+		ExecSequence *seq = ens[i].seq;
+		JourneyRateWindow saved;
+		ErrorData  *edata;
+
+		if (seq->limited)
+			rate_save(&saved, &seq->rate);
+		edata = run_guarded(st, ens, i, i + 1);
+		if (edata == NULL)
+		{
+			if (seq->limited)
+				pfree(saved.times);
+			continue;
+		}
+		if (seq->limited)
+			seq->rate = saved;
+		failed[nfailed] = (int) i;
+		failed_step[nfailed] = st->running_step;
+		errors[nfailed++] = edata;
+	}
+	for (int f = 0; f < nfailed; f++)
+	{
+		ExecEnrollment *en = &ens[failed[f]];
+		int			row = exec_batch_add(&st->updates);
+		char	   *message = errors[f]->message ? errors[f]->message : "unknown error";
+
+		/* It stays where it stood: what it did in this call was undone. */
+		exec_batch_set(&st->updates, row, 0, en->id);
+		exec_batch_set(&st->updates, row, 1, Int32GetDatum(en->step));
+		exec_batch_set(&st->updates, row, 3, st->t_stopped);
+		exec_batch_set(&st->updates, row, 4, TimestampTzGetDatum(st->as_of));
+		exec_batch_set(&st->updates, row, 5,
+					   CStringGetTextDatum(psprintf("error:%s",
+													unpack_sql_state(errors[f]->sqlerrcode))));
+		message = pnstrdup(message, pg_mbcliplen(message, strlen(message), 1000));
+		if (failed_step[f] > 0)
+			log_decision(st, en, failed_step[f], "stopped",
+						 psprintf("stopped: step %d failed: %s", failed_step[f], message));
+		else
+			log_decision(st, en, en->step, "stopped",
+						 psprintf("stopped: writing its results failed: %s", message));
+	}
+	exec_apply(st);
+}
+
 /* ---------- the SQL function ---------- */
 
 Datum
@@ -679,17 +832,16 @@ journey_executor_run(int32 batch_size, TimestampTz as_of, Datum only_enrollment)
 	exec_load_rate_windows(&st);
 	exec_load_events(&st, ens, (int) nclaimed);
 
-	/* 4: the state machine, in memory */
-	for (uint64 i = 0; i < nclaimed; i++)
+	/*
+	 * 4, 5: the state machine in memory, then three set-based statements,
+	 * in one subtransaction.  If anything fails in it, undo it and run each
+	 * enrollment in its own, so that only the one at fault stops.
+	 */
+	if (run_guarded(&st, ens, 0, nclaimed) != NULL)
 	{
-		CHECK_FOR_INTERRUPTS();
-		run_enrollment(&st, &ens[i]);
-		ens[i].ctx = NULL;
-		MemoryContextReset(st.scratch);
+		exec_load_rate_windows(&st);
+		run_isolated(&st, ens, nclaimed);
 	}
-
-	/* 5: three set-based statements */
-	exec_apply(&st);
 
 	MemoryContextSwitchTo(oldcxt);
 	SPI_finish();

@@ -87,6 +87,7 @@ typedef struct ExecState
 	Datum		t_sms;
 	TupleDesc	claim_desc;
 	MemoryContext scratch;		/* reset after each enrollment */
+	int32		running_step;	/* the step being run (0: writing), for an error's log */
 	StringInfoData buf;			/* details */
 	StringInfoData subject;		/* rendering, reused */
 	StringInfoData body;
