@@ -634,6 +634,7 @@ clear_batches(ExecState *st)
 	st->updates.n = 0;
 	st->messages.n = 0;
 	st->log.n = 0;
+	exec_stats_discard(st);
 }
 
 /*

@@ -142,6 +142,9 @@ typedef enum StepCount
 /* Counts one arrival, skip or deferral of en at step, in memory. */
 extern void exec_stats_count(ExecState *st, ExecEnrollment *en, int32 step, StepCount what);
 
+/* Forgets the counts not applied yet (their decisions were undone). */
+extern void exec_stats_discard(ExecState *st);
+
 /* Adds the call's counts to journey.step_counters: one statement. */
 extern void exec_stats_apply(ExecState *st);
 

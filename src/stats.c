@@ -140,6 +140,13 @@ exec_stats_apply(ExecState *st)
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "journey executor could not add to step_counters: %s",
 			 SPI_result_code_string(rc));
-	hash_destroy(st->step_counts);
+	exec_stats_discard(st);
+}
+
+void
+exec_stats_discard(ExecState *st)
+{
+	if (st->step_counts != NULL)
+		hash_destroy(st->step_counts);
 	st->step_counts = NULL;
 }
