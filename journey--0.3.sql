@@ -631,6 +631,10 @@ CREATE INDEX sequence_steps_wait_until_idx
 CREATE INDEX sequence_enrollments_sequence_idx
     ON journey.sequence_enrollments (sequence_id, sequence_version, status, current_step_index);
 
+-- One journey's messages by step, for the funnel: without it, reading one
+-- journey's funnel scans every business's messages.
+CREATE INDEX messages_sequence_step_idx ON journey.messages (sequence_id, step_index);
+
 -- The funnel of every step.  reached: enrollments that arrived at the
 -- step (every enrollment of a version arrives at its first step; the
 -- executor counts arrivals at the others); queued, sent, delivered, failed:
@@ -677,14 +681,15 @@ SELECT st.business_id, st.sequence_id, st.version, st.step_index, st.kind,
     ON h.sequence_id OPERATOR(pg_catalog.=) st.sequence_id
    AND h.sequence_version OPERATOR(pg_catalog.=) st.version
    AND h.current_step_index OPERATOR(pg_catalog.=) st.step_index
-  LEFT JOIN (SELECT e.sequence_id, e.sequence_version, ms.step_index,
+  LEFT JOIN (SELECT ms.sequence_id, e.sequence_version, ms.step_index,
                     pg_catalog.count(*) AS queued,
                     pg_catalog.count(*) FILTER (WHERE ms.status OPERATOR(pg_catalog.=) 'sent') AS sent,
                     pg_catalog.count(*) FILTER (WHERE ms.delivery_status OPERATOR(pg_catalog.=) 'delivered') AS delivered,
                     pg_catalog.count(*) FILTER (WHERE ms.status OPERATOR(pg_catalog.=) 'failed') AS failed
                FROM journey.sequence_enrollments e
                JOIN journey.messages ms ON ms.enrollment_id OPERATOR(pg_catalog.=) e.id
-              GROUP BY e.sequence_id, e.sequence_version, ms.step_index) m
+                AND ms.sequence_id OPERATOR(pg_catalog.=) e.sequence_id
+              GROUP BY ms.sequence_id, e.sequence_version, ms.step_index) m
     ON m.sequence_id OPERATOR(pg_catalog.=) st.sequence_id
    AND m.sequence_version OPERATOR(pg_catalog.=) st.version
    AND m.step_index OPERATOR(pg_catalog.=) st.step_index;
