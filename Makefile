@@ -10,6 +10,7 @@ OBJS = \
 	src/tenant.o \
 	src/template.o \
 	src/definition.o \
+	src/definition_condition.o \
 	src/sequence.o \
 	src/enroll.o \
 	src/trigger.o \

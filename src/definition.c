@@ -10,7 +10,8 @@
  *
  * Every check reports into a JourneyError and returns false, so the
  * executor needs no subtransaction to survive a bad step; the only errors
- * raised here are out of memory and the like.
+ * raised here are out of memory and the like.  Conditions have their own
+ * file, definition_condition.c.
  *
  *-------------------------------------------------------------------------
  */
@@ -24,7 +25,7 @@
 #include "utils/numeric.h"
 #include "utils/uuid.h"
 
-#include "definition.h"
+#include "definition_parse.h"
 
 /* A century: longer waits are typing mistakes, and would overflow times. */
 #define MAX_WAIT_MS INT64CONST(3153600000000)
@@ -32,10 +33,8 @@
 /* A target's upper bound when the number of steps is not known (executor). */
 #define STEPS_UNKNOWN PG_INT32_MAX
 
-#define FORMAT_HINT "The section \"Journey definitions\" of journey's README lists every field, its type and its allowed values."
 #define TARGET_HINT "Give the index of a later step, or 0 to finish."
 #define ACYCLIC_HINT "Journeys are acyclic: a step can only lead forward, or to 0 (finish)."
-#define FIELD_PATH_HINT "Use customer.<column> (email, phone, timezone, full_name, ...) or customer.<attribute>."
 
 /* The step kinds, by their stored names; the order of the hint. */
 typedef struct StepKindInfo
@@ -52,32 +51,9 @@ static const StepKindInfo step_kinds[] = {
 	{"wait_until", STEP_WAIT_UNTIL},
 };
 
-typedef struct CondOpInfo
-{
-	const char *name;
-	CondOp		op;
-} CondOpInfo;
-
-static const CondOpInfo cond_ops[] = {
-	{"exists", OP_EXISTS},
-	{"eq", OP_EQ},
-	{"neq", OP_NEQ},
-	{"gt", OP_GT},
-	{"lt", OP_LT},
-	{"in", OP_IN},
-};
-
-/* Where the parser is, and where its first error goes. */
-typedef struct Parser
-{
-	JourneyError *err;
-	int			step;			/* 1-based; 0: the definition's top level */
-	int			nsteps;			/* or STEPS_UNKNOWN */
-} Parser;
-
 /* Records an error at a field of the current step; returns false. */
-static bool
-fail(Parser *p, const char *field, const char *problem, const char *hint)
+bool
+def_fail(Parser *p, const char *field, const char *problem, const char *hint)
 {
 	JourneyError *err = p->err;
 
@@ -117,11 +93,11 @@ step_kind_from_name(Parser *p, const char *name, StepKind *kind)
 	for (int i = 0; i < lengthof(step_kinds); i++)
 		appendStringInfo(&hint, "%s%s", i ? ", " : "", step_kinds[i].name);
 	appendStringInfoChar(&hint, '.');
-	return fail(p, "kind", psprintf("is not a step kind: \"%s\"", name), hint.data);
+	return def_fail(p, "kind", psprintf("is not a step kind: \"%s\"", name), hint.data);
 }
 
-static const char *
-jbv_type_name(JsonbValue *v)
+const char *
+def_type_name(JsonbValue *v)
 {
 	switch (v->type)
 	{
@@ -140,15 +116,15 @@ jbv_type_name(JsonbValue *v)
 	}
 }
 
-static bool
-is_object(JsonbValue *v)
+bool
+def_is_object(JsonbValue *v)
 {
 	return v->type == jbvBinary && JsonContainerIsObject(v->val.binary.data);
 }
 
 /* Refuses any key of obj not listed in allowed. */
-static bool
-check_keys(Parser *p, Jsonb *obj, const char *const *allowed, const char *prefix)
+bool
+def_check_keys(Parser *p, Jsonb *obj, const char *const *allowed, const char *prefix)
 {
 	JsonbIterator *it = JsonbIteratorInit(&obj->root);
 	JsonbValue	v;
@@ -172,16 +148,16 @@ check_keys(Parser *p, Jsonb *obj, const char *const *allowed, const char *prefix
 			initStringInfo(&known);
 			for (a = allowed; *a; a++)
 				appendStringInfo(&known, "%s%s", a == allowed ? "" : ", ", *a);
-			return fail(p, psprintf("%s%s", prefix, key), "is not a known field",
-						psprintf("Known fields here: %s.", known.data));
+			return def_fail(p, psprintf("%s%s", prefix, key), "is not a known field",
+						    psprintf("Known fields here: %s.", known.data));
 		}
 	}
 	return true;
 }
 
 /* A string field into *out; NULL when absent (and not required). */
-static bool
-get_string(Parser *p, Jsonb *obj, const char *key, const char *field, bool required,
+bool
+def_get_string(Parser *p, Jsonb *obj, const char *key, const char *field, bool required,
 		   char **out)
 {
 	JsonbValue *v = journey_jsonb_get(obj, key);
@@ -190,16 +166,16 @@ get_string(Parser *p, Jsonb *obj, const char *key, const char *field, bool requi
 	if (v == NULL || v->type == jbvNull)
 	{
 		if (required)
-			return fail(p, field, "is required",
-						psprintf("Add \"%s\" with a non-empty string.", key));
+			return def_fail(p, field, "is required",
+						    psprintf("Add \"%s\" with a non-empty string.", key));
 		return true;
 	}
 	if (v->type != jbvString)
-		return fail(p, field, psprintf("must be a string, not %s", jbv_type_name(v)),
-					psprintf("Write \"%s\" as a JSON string in double quotes.", key));
+		return def_fail(p, field, psprintf("must be a string, not %s", def_type_name(v)),
+					    psprintf("Write \"%s\" as a JSON string in double quotes.", key));
 	if (v->val.string.len == 0 && required)
-		return fail(p, field, "must not be empty",
-					psprintf("Give \"%s\" a non-empty string.", key));
+		return def_fail(p, field, "must not be empty",
+					    psprintf("Give \"%s\" a non-empty string.", key));
 	*out = pnstrdup(v->val.string.val, v->val.string.len);
 	return true;
 }
@@ -218,7 +194,7 @@ get_int64(Parser *p, Jsonb *obj, const char *key, const char *field,
 	if (v == NULL)
 		return true;
 	if (v->type != jbvNumeric)
-		return fail(p, field, psprintf("must be a number, not %s", jbv_type_name(v)), hint);
+		return def_fail(p, field, psprintf("must be a number, not %s", def_type_name(v)), hint);
 	text = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v->val.numeric)));
 	errno = 0;
 	value = strtoi64(text, &end, 10);
@@ -227,12 +203,12 @@ get_int64(Parser *p, Jsonb *obj, const char *key, const char *field,
 		/* 1e400 is written out in 401 digits: show it as the user wrote it. */
 		if (strlen(text) > 32)
 			text = numeric_out_sci(v->val.numeric, 3);
-		return fail(p, field, psprintf("must be a whole number, not %s", text), hint);
+		return def_fail(p, field, psprintf("must be a whole number, not %s", text), hint);
 	}
 	if (value < min || value > max)
-		return fail(p, field,
-					psprintf("must be between " INT64_FORMAT " and " INT64_FORMAT ", not %s",
-							 min, max, text), hint);
+		return def_fail(p, field,
+					    psprintf("must be between " INT64_FORMAT " and " INT64_FORMAT ", not %s",
+							     min, max, text), hint);
 	*found = true;
 	*result = value;
 	return true;
@@ -244,13 +220,13 @@ get_clock(Parser *p, Jsonb *obj, const char *key, const char *field, char **out)
 {
 	char	   *s;
 
-	if (!get_string(p, obj, key, field, true, &s))
+	if (!def_get_string(p, obj, key, field, true, &s))
 		return false;
 	if (strlen(s) != 5 || !isdigit((unsigned char) s[0]) || !isdigit((unsigned char) s[1]) ||
 		s[2] != ':' || !isdigit((unsigned char) s[3]) || !isdigit((unsigned char) s[4]) ||
 		atoi(s) > 23 || atoi(s + 3) > 59)
-		return fail(p, field, psprintf("must be a time of day as HH:MM, not \"%s\"", s),
-					"Use 24-hour times such as \"21:00\" and \"08:00\".");
+		return def_fail(p, field, psprintf("must be a time of day as HH:MM, not \"%s\"", s),
+					    "Use 24-hour times such as \"21:00\" and \"08:00\".");
 	*out = s;
 	return true;
 }
@@ -260,21 +236,21 @@ static bool
 check_target_value(Parser *p, const char *field, int64 target)
 {
 	if (target != 0 && p->step >= p->nsteps)
-		return fail(p, field,
-					psprintf("must be 0 (finish): step %d is the last step, not " INT64_FORMAT,
-							 p->step, target),
-					ACYCLIC_HINT);
+		return def_fail(p, field,
+					    psprintf("must be 0 (finish): step %d is the last step, not " INT64_FORMAT,
+							     p->step, target),
+					    ACYCLIC_HINT);
 	if ((target != 0 && target <= p->step) || target > p->nsteps)
 	{
 		if (p->nsteps == STEPS_UNKNOWN)
-			return fail(p, field,
-						psprintf("must be 0 or a later step (after %d), not " INT64_FORMAT,
-								 p->step, target),
-						ACYCLIC_HINT);
-		return fail(p, field,
-					psprintf("must be 0 or a later step (%d to %d), not " INT64_FORMAT,
-							 p->step + 1, p->nsteps, target),
-					ACYCLIC_HINT);
+			return def_fail(p, field,
+						    psprintf("must be 0 or a later step (after %d), not " INT64_FORMAT,
+								     p->step, target),
+						    ACYCLIC_HINT);
+		return def_fail(p, field,
+					    psprintf("must be 0 or a later step (%d to %d), not " INT64_FORMAT,
+							     p->step + 1, p->nsteps, target),
+					    ACYCLIC_HINT);
 	}
 	return true;
 }
@@ -291,7 +267,7 @@ get_target(Parser *p, Jsonb *obj, const char *key, const char *field, bool requi
 	if (!get_int64(p, obj, key, field, 0, PG_INT32_MAX, TARGET_HINT, &found, &value))
 		return false;
 	if (!found)
-		return required ? fail(p, field, "is required", TARGET_HINT) : true;
+		return required ? def_fail(p, field, "is required", TARGET_HINT) : true;
 	if (!check_target_value(p, field, value))
 		return false;
 	*target = (int32) value;
@@ -308,207 +284,6 @@ compile_template(Parser *p, const char *source, const char *field, JourneyTempla
 	return *out != NULL && journey_template_paths_ok(*out, where, p->err);
 }
 
-/* ---------- conditions ---------- */
-
-#define COND_HINT \
-	"A condition is {\"field\": \"customer.<name>\", \"op\": \"exists|eq|neq|gt|lt|in\", \"value\": ...}, " \
-	"{\"event\": TYPE, \"since\": \"enrollment\"}, {\"random\": PERCENT}, {\"all\": [...]} or {\"any\": [...]}."
-
-static bool parse_condition(Parser *p, JsonbValue *v, const char *field, int depth,
-							JourneyCondition **out);
-
-/* The path after "customer.", split into at most JOURNEY_MAX_FIELD_SEGMENTS parts. */
-static bool
-parse_field_path(Parser *p, char *path, const char *field, JourneyCondition *cond)
-{
-	char	   *rest;
-	char	   *seg;
-
-	if (strncmp(path, "customer.", 9) != 0 || path[9] == '\0')
-		return fail(p, field, psprintf("must name a customer field, not \"%s\"", path),
-					FIELD_PATH_HINT);
-	rest = pstrdup(path + 9);
-	while ((seg = strsep(&rest, ".")) != NULL)
-	{
-		if (*seg == '\0')
-			return fail(p, field, psprintf("has an empty part: \"%s\"", path),
-						"Write customer.<name>, or customer.<attribute>.<key> for a value "
-						"inside an attribute, with no empty parts between the dots.");
-		if (cond->nsegments == JOURNEY_MAX_FIELD_SEGMENTS)
-			return fail(p, field,
-						psprintf("has more than %d parts after \"customer.\": \"%s\"",
-								 JOURNEY_MAX_FIELD_SEGMENTS, path),
-						"A field path reaches at most 8 levels into the customer.");
-		cond->segments[cond->nsegments++] = seg;
-	}
-	return true;
-}
-
-static bool
-parse_field_condition(Parser *p, Jsonb *obj, const char *prefix, JourneyCondition *cond)
-{
-	static const char *const field_keys[] = {"field", "op", "value", NULL};
-	char	   *path_field = psprintf("%sfield", prefix);
-	char	   *op_field = psprintf("%sop", prefix);
-	char	   *value_field = psprintf("%svalue", prefix);
-	char	   *path;
-	char	   *op;
-	JsonbValue *value;
-	int			i;
-
-	cond->kind = COND_FIELD;
-	if (!get_string(p, obj, "field", path_field, true, &path) ||
-		!get_string(p, obj, "op", op_field, true, &op))
-		return false;
-	value = journey_jsonb_get(obj, "value");
-	if (!check_keys(p, obj, field_keys, prefix) ||
-		!parse_field_path(p, path, path_field, cond))
-		return false;
-	for (i = 0; i < lengthof(cond_ops); i++)
-		if (strcmp(cond_ops[i].name, op) == 0)
-			break;
-	if (i == lengthof(cond_ops))
-		return fail(p, op_field, psprintf("is not an operator: \"%s\"", op),
-					"Operators: exists, eq, neq, gt, lt, in.");
-	cond->op = cond_ops[i].op;
-
-	if (cond->op == OP_EXISTS)
-	{
-		if (value != NULL)
-			return fail(p, value_field, "is not used by \"exists\"", "Remove \"value\".");
-		return true;
-	}
-	if (value == NULL || value->type == jbvNull)
-		return fail(p, value_field, psprintf("is required by \"%s\"", op), NULL);
-	if (cond->op == OP_IN)
-	{
-		if (value->type != jbvBinary || !JsonContainerIsArray(value->val.binary.data))
-			return fail(p, value_field, "must be an array for \"in\"", NULL);
-	}
-	else if (value->type == jbvBinary)
-		return fail(p, value_field,
-					psprintf("must be a string, number or boolean for \"%s\"", op), NULL);
-	else if ((cond->op == OP_GT || cond->op == OP_LT) && value->type == jbvBool)
-		return fail(p, value_field, psprintf("must be a number or string for \"%s\"", op),
-					NULL);
-	cond->value = *value;
-	return true;
-}
-
-static bool
-parse_condition_list(Parser *p, Jsonb *obj, const char *key, const char *field, int depth,
-					 JourneyCondition *cond)
-{
-	JsonbValue *list = journey_jsonb_get(obj, key);
-	JsonbIterator *it;
-	JsonbValue	v;
-	JsonbIteratorToken tok;
-
-	if (list->type != jbvBinary || !JsonContainerIsArray(list->val.binary.data) ||
-		JsonContainerSize(list->val.binary.data) == 0)
-		return fail(p, field, "must be a non-empty array of conditions", NULL);
-	cond->children = palloc(sizeof(JourneyCondition *) * JsonContainerSize(list->val.binary.data));
-	it = JsonbIteratorInit(list->val.binary.data);
-	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
-	{
-		if (tok != WJB_ELEM)
-			continue;
-		if (!parse_condition(p, &v, psprintf("%s[%d]", field, cond->nchildren), depth + 1,
-							 &cond->children[cond->nchildren]))
-			return false;
-		cond->nchildren++;
-	}
-	return true;
-}
-
-static bool
-parse_condition(Parser *p, JsonbValue *v, const char *field, int depth,
-				JourneyCondition **out)
-{
-	static const char *const event_keys[] = {"event", "since", NULL};
-	static const char *const random_keys[] = {"random", NULL};
-	static const char *const all_keys[] = {"all", NULL};
-	static const char *const any_keys[] = {"any", NULL};
-	JourneyCondition *cond = palloc0(sizeof(JourneyCondition));
-	Jsonb	   *obj;
-	char	   *prefix;
-
-	*out = cond;
-	if (depth > JOURNEY_MAX_CONDITION_DEPTH)
-		return fail(p, field, "nests conditions too deeply", "Conditions nest at most 16 levels.");
-	if (!is_object(v))
-		return fail(p, field, psprintf("must be an object, not %s", jbv_type_name(v)), COND_HINT);
-	obj = JsonbValueToJsonb(v);
-	prefix = psprintf("%s.", field);
-
-	if (journey_jsonb_get(obj, "field"))
-		return parse_field_condition(p, obj, prefix, cond);
-	if (journey_jsonb_get(obj, "event"))
-	{
-		char	   *since;
-
-		cond->kind = COND_EVENT;
-		if (!check_keys(p, obj, event_keys, prefix) ||
-			!get_string(p, obj, "event", psprintf("%sevent", prefix), true, &cond->event_type) ||
-			!get_string(p, obj, "since", psprintf("%ssince", prefix), false, &since))
-			return false;
-		if (since != NULL && strcmp(since, "enrollment") != 0)
-			return fail(p, psprintf("%ssince", prefix),
-						psprintf("must be \"enrollment\", not \"%s\"", since), NULL);
-		return true;
-	}
-	if (journey_jsonb_get(obj, "random"))
-	{
-		JsonbValue *pct = journey_jsonb_get(obj, "random");
-
-		cond->kind = COND_RANDOM;
-		if (!check_keys(p, obj, random_keys, prefix))
-			return false;
-		if (pct->type != jbvNumeric)
-			return fail(p, psprintf("%srandom", prefix), "must be a percentage from 0 to 100", NULL);
-		if (DatumGetInt32(DirectFunctionCall2(numeric_cmp, NumericGetDatum(pct->val.numeric),
-											  NumericGetDatum(int64_to_numeric(0)))) < 0 ||
-			DatumGetInt32(DirectFunctionCall2(numeric_cmp, NumericGetDatum(pct->val.numeric),
-											  NumericGetDatum(int64_to_numeric(100)))) > 0)
-			return fail(p, psprintf("%srandom", prefix), "must be a percentage from 0 to 100", NULL);
-		cond->threshold = (int) rint(journey_numeric_to_double(pct->val.numeric) * 100);
-		return true;
-	}
-	if (journey_jsonb_get(obj, "all"))
-	{
-		cond->kind = COND_ALL;
-		return check_keys(p, obj, all_keys, prefix) &&
-			parse_condition_list(p, obj, "all", psprintf("%sall", prefix), depth, cond);
-	}
-	if (journey_jsonb_get(obj, "any"))
-	{
-		cond->kind = COND_ANY;
-		return check_keys(p, obj, any_keys, prefix) &&
-			parse_condition_list(p, obj, "any", psprintf("%sany", prefix), depth, cond);
-	}
-	return fail(p, field, "is not a condition", COND_HINT);
-}
-
-void
-journey_event_type_add(List **types, char *type)
-{
-	ListCell   *lc;
-
-	foreach(lc, *types)
-		if (strcmp(lfirst(lc), type) == 0)
-			return;
-	*types = lappend(*types, type);
-}
-
-void
-journey_condition_event_types(const JourneyCondition *cond, List **types)
-{
-	if (cond->kind == COND_EVENT)
-		journey_event_type_add(types, cond->event_type);
-	for (int i = 0; i < cond->nchildren; i++)
-		journey_condition_event_types(cond->children[i], types);
-}
-
 /* ---------- a step's configuration, shared by both entry points ---------- */
 
 /* A send step's message: {"purpose", "subject" (email), "body"}. */
@@ -521,14 +296,14 @@ compile_message(Parser *p, JourneyStep *st, Jsonb *msg)
 	char	   *source;
 
 	st->message = msg;
-	if (!check_keys(p, msg, email ? email_keys : sms_keys, "message.") ||
-		!get_string(p, msg, "purpose", "message.purpose", false, &st->purpose))
+	if (!def_check_keys(p, msg, email ? email_keys : sms_keys, "message.") ||
+		!def_get_string(p, msg, "purpose", "message.purpose", false, &st->purpose))
 		return false;
 	if (email &&
-		(!get_string(p, msg, "subject", "message.subject", true, &source) ||
+		(!def_get_string(p, msg, "subject", "message.subject", true, &source) ||
 		 !compile_template(p, source, "message.subject", &st->subject)))
 		return false;
-	return get_string(p, msg, "body", "message.body", true, &source) &&
+	return def_get_string(p, msg, "body", "message.body", true, &source) &&
 		compile_template(p, source, "message.body", &st->body);
 }
 
@@ -540,12 +315,12 @@ compile_branch(Parser *p, JourneyStep *st, Jsonb *cfg)
 	JsonbValue *cond;
 
 	st->branch = cfg;
-	if (!check_keys(p, cfg, branch_keys, "branch_config."))
+	if (!def_check_keys(p, cfg, branch_keys, "branch_config."))
 		return false;
 	cond = journey_jsonb_get(cfg, "if");
 	if (cond == NULL)
-		return fail(p, "branch_config.if", "is required", NULL);
-	if (!parse_condition(p, cond, "branch_config.if", 1, &st->cond) ||
+		return def_fail(p, "branch_config.if", "is required", NULL);
+	if (!def_parse_condition(p, cond, "branch_config.if", 1, &st->cond) ||
 		!get_target(p, cfg, "then", "branch_config.then", true, &st->then_step) ||
 		!get_target(p, cfg, "else", "branch_config.else", true, &st->else_step))
 		return false;
@@ -565,11 +340,11 @@ compile_wait_until(Parser *p, JourneyStep *st, Jsonb *cfg)
 	static const char *const wait_until_keys[] = {"event", "then", "else", NULL};
 
 	st->branch = cfg;
-	if (!check_keys(p, cfg, wait_until_keys, "") ||
-		!get_string(p, cfg, "event", "event", true, &st->await_event))
+	if (!def_check_keys(p, cfg, wait_until_keys, "") ||
+		!def_get_string(p, cfg, "event", "event", true, &st->await_event))
 		return false;
 	if (strlen(st->await_event) > 200)
-		return fail(p, "event", "must be at most 200 characters",
+		return def_fail(p, "event", "must be at most 200 characters",
 					"Give the event type as ingest_event receives it, such as \"review_left\".");
 	if (!get_target(p, cfg, "then", "then", true, &st->then_step) ||
 		!get_target(p, cfg, "else", "else", true, &st->else_step))
@@ -612,10 +387,10 @@ journey_step_compile(JourneyStep *step, const char *kind, Jsonb *message_config,
 		ok = check_target_value(&p, "next", step->next_step);
 	if (ok && (step->kind == STEP_EMAIL || step->kind == STEP_SMS) &&
 		(message_config == NULL || !JB_ROOT_IS_OBJECT(message_config)))
-		ok = fail(&p, "message", "must be an object", NULL);
+		ok = def_fail(&p, "message", "must be an object", NULL);
 	if (ok && (step->kind == STEP_BRANCH || step->kind == STEP_WAIT_UNTIL) &&
 		(branch_config == NULL || !JB_ROOT_IS_OBJECT(branch_config)))
-		ok = fail(&p, "branch_config", "must be an object", NULL);
+		ok = def_fail(&p, "branch_config", "must be an object", NULL);
 	if (ok)
 		ok = compile_step_config(&p, step, message_config, branch_config);
 	if (!ok)
@@ -632,7 +407,7 @@ only_wait_until_keys(Parser *p, Jsonb *obj, const char *kind)
 
 	for (int i = 0; keys[i] != NULL; i++)
 		if (journey_jsonb_get(obj, keys[i]) != NULL)
-			return fail(p, keys[i], psprintf("is not used by %s", kind),
+			return def_fail(p, keys[i], psprintf("is not used by %s", kind),
 						strcmp(kind, "branch") == 0 ?
 						"A branch's targets go in branch_config.then and branch_config.else." :
 						"Only a wait_until step has event, timeout_ms, then and else.");
@@ -655,22 +430,22 @@ parse_wait_until(Parser *p, Jsonb *obj, JourneyStep *st, JsonbValue *message,
 	bool		found;
 
 	if (message != NULL)
-		return fail(p, "message", "is not used by wait_until", NULL);
+		return def_fail(p, "message", "is not used by wait_until", NULL);
 	if (branch != NULL)
-		return fail(p, "branch_config", "is not used by wait_until",
+		return def_fail(p, "branch_config", "is not used by wait_until",
 					"Give event, timeout_ms, then and else as fields of the step.");
 	if (st->next_step != STEP_FOLLOWING)
-		return fail(p, "next", "is not used by wait_until",
+		return def_fail(p, "next", "is not used by wait_until",
 					"A wait_until goes where then (the event came) or else (the timeout) says.");
 	if (journey_jsonb_get(obj, "wait_ms") != NULL)
-		return fail(p, "wait_ms", "is not used by wait_until",
+		return def_fail(p, "wait_ms", "is not used by wait_until",
 					"A wait_until waits at most timeout_ms; give that instead.");
 	if (!get_int64(p, obj, "timeout_ms", "timeout_ms", 1, MAX_WAIT_MS,
 				   "timeout_ms is how long to wait for the event in milliseconds, at least 1 and at most a century.",
 				   &found, &st->wait_ms))
 		return false;
 	if (!found)
-		return fail(p, "timeout_ms", "is required",
+		return def_fail(p, "timeout_ms", "is required",
 					"Give how long to wait for the event in milliseconds, such as 259200000 for three days.");
 
 	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
@@ -704,17 +479,17 @@ parse_step(Parser *p, JsonbValue *value, JourneyStep *st)
 	bool		found;
 
 	st->step_index = p->step;
-	if (!is_object(value))
-		return fail(p, "step", psprintf("must be an object, not %s", jbv_type_name(value)), NULL);
+	if (!def_is_object(value))
+		return def_fail(p, "step", psprintf("must be an object, not %s", def_type_name(value)), NULL);
 	obj = JsonbValueToJsonb(value);
-	if (!check_keys(p, obj, step_keys, "") ||
-		!get_string(p, obj, "kind", "kind", true, &kind) ||
+	if (!def_check_keys(p, obj, step_keys, "") ||
+		!def_get_string(p, obj, "kind", "kind", true, &kind) ||
 		!step_kind_from_name(p, kind, &st->kind) ||
 		!get_int64(p, obj, "wait_ms", "wait_ms", 0, MAX_WAIT_MS,
 				   "wait_ms is a delay in milliseconds, at least 0 and at most a century.",
 				   &found, &st->wait_ms) ||
 		!get_target(p, obj, "next", "next", false, &st->next_step) ||
-		!get_string(p, obj, "template_id", "template_id", false, &st->template_id))
+		!def_get_string(p, obj, "template_id", "template_id", false, &st->template_id))
 		return false;
 	if (!found)
 		st->wait_ms = 0;
@@ -728,33 +503,33 @@ parse_step(Parser *p, JsonbValue *value, JourneyStep *st)
 		case STEP_EMAIL:
 		case STEP_SMS:
 			if (message == NULL || message->type == jbvNull)
-				return fail(p, "message", psprintf("is required for %s", kind),
-							st->kind == STEP_EMAIL ?
-							"Give {\"subject\": ..., \"body\": ...}." : "Give {\"body\": ...}.");
-			if (!is_object(message))
-				return fail(p, "message",
-							psprintf("must be an object, not %s", jbv_type_name(message)), NULL);
+				return def_fail(p, "message", psprintf("is required for %s", kind),
+							    st->kind == STEP_EMAIL ?
+							    "Give {\"subject\": ..., \"body\": ...}." : "Give {\"body\": ...}.");
+			if (!def_is_object(message))
+				return def_fail(p, "message",
+							    psprintf("must be an object, not %s", def_type_name(message)), NULL);
 			if (branch != NULL)
-				return fail(p, "branch_config", psprintf("is not used by %s", kind), NULL);
+				return def_fail(p, "branch_config", psprintf("is not used by %s", kind), NULL);
 			break;
 		case STEP_BRANCH:
 			if (branch == NULL || branch->type == jbvNull)
-				return fail(p, "branch_config", "is required for branch",
-							"Give {\"if\": CONDITION, \"then\": INDEX, \"else\": INDEX}.");
-			if (!is_object(branch))
-				return fail(p, "branch_config",
-							psprintf("must be an object, not %s", jbv_type_name(branch)), NULL);
+				return def_fail(p, "branch_config", "is required for branch",
+							    "Give {\"if\": CONDITION, \"then\": INDEX, \"else\": INDEX}.");
+			if (!def_is_object(branch))
+				return def_fail(p, "branch_config",
+							    psprintf("must be an object, not %s", def_type_name(branch)), NULL);
 			if (message != NULL)
-				return fail(p, "message", "is not used by branch", NULL);
+				return def_fail(p, "message", "is not used by branch", NULL);
 			if (st->next_step != STEP_FOLLOWING)
-				return fail(p, "next", "is not used by branch",
-							"A branch goes where branch_config.then or branch_config.else says.");
+				return def_fail(p, "next", "is not used by branch",
+							    "A branch goes where branch_config.then or branch_config.else says.");
 			break;
 		case STEP_WAIT:
 			if (message != NULL)
-				return fail(p, "message", "is not used by wait", NULL);
+				return def_fail(p, "message", "is not used by wait", NULL);
 			if (branch != NULL)
-				return fail(p, "branch_config", "is not used by wait", NULL);
+				return def_fail(p, "branch_config", "is not used by wait", NULL);
 			break;
 		case STEP_WAIT_UNTIL:
 			return parse_wait_until(p, obj, st, message, branch);
@@ -774,7 +549,7 @@ parse_exit_event_types(Parser *p, JsonbValue *v, JourneyDefinition *def)
 	JsonbIteratorToken tok;
 
 	if (v->type != jbvBinary || !JsonContainerIsArray(v->val.binary.data))
-		return fail(p, "exit_event_types", "must be an array of event types", NULL);
+		return def_fail(p, "exit_event_types", "must be an array of event types", NULL);
 	it = JsonbIteratorInit(v->val.binary.data);
 	while ((tok = JsonbIteratorNext(&it, &elem, true)) != WJB_DONE)
 	{
@@ -783,12 +558,12 @@ parse_exit_event_types(Parser *p, JsonbValue *v, JourneyDefinition *def)
 		if (tok != WJB_ELEM)
 			continue;
 		if (elem.type != jbvString || elem.val.string.len == 0)
-			return fail(p, "exit_event_types", "must hold only non-empty strings", NULL);
+			return def_fail(p, "exit_event_types", "must hold only non-empty strings", NULL);
 		type = pnstrdup(elem.val.string.val, elem.val.string.len);
 		if (def->trigger_event_type && strcmp(type, def->trigger_event_type) == 0)
-			return fail(p, "exit_event_types",
-						psprintf("lists \"%s\", which is also the trigger event type", type),
-						"An event cannot both start and end the same journey.");
+			return def_fail(p, "exit_event_types",
+						    psprintf("lists \"%s\", which is also the trigger event type", type),
+						    "An event cannot both start and end the same journey.");
 		def->exit_event_types = lappend(def->exit_event_types, type);
 	}
 	return true;
@@ -823,14 +598,14 @@ parse_steps(Parser *p, JsonbValue *v, JourneyDefinition *def)
 	JsonbIteratorToken tok;
 
 	if (v == NULL || v->type == jbvNull)
-		return fail(p, "steps", "is required", "Give an array of at least one step.");
+		return def_fail(p, "steps", "is required", "Give an array of at least one step.");
 	if (v->type != jbvBinary || !JsonContainerIsArray(v->val.binary.data) ||
 		JsonContainerSize(v->val.binary.data) == 0)
-		return fail(p, "steps", "must be a non-empty array", NULL);
+		return def_fail(p, "steps", "must be a non-empty array", NULL);
 	def->nsteps = JsonContainerSize(v->val.binary.data);
 	if (def->nsteps > JOURNEY_MAX_STEPS)
-		return fail(p, "steps", psprintf("has %d steps, more than %d", def->nsteps,
-										 JOURNEY_MAX_STEPS), NULL);
+		return def_fail(p, "steps", psprintf("has %d steps, more than %d", def->nsteps,
+										     JOURNEY_MAX_STEPS), NULL);
 	def->steps = palloc0(sizeof(JourneyStep) * def->nsteps);
 	p->nsteps = def->nsteps;
 	it = JsonbIteratorInit(v->val.binary.data);
@@ -864,24 +639,24 @@ parse_definition(Parser *p, Jsonb *definition, JourneyDefinition *def)
 		p->err->hint = "Pass {\"name\": ..., \"steps\": [...]}.";
 		return false;
 	}
-	if (!check_keys(p, definition, top_keys, "") ||
-		!get_string(p, definition, "name", "name", true, &def->name) ||
-		!get_string(p, definition, "description", "description", false, &def->description) ||
-		!get_string(p, definition, "status", "status", false, &def->status))
+	if (!def_check_keys(p, definition, top_keys, "") ||
+		!def_get_string(p, definition, "name", "name", true, &def->name) ||
+		!def_get_string(p, definition, "description", "description", false, &def->description) ||
+		!def_get_string(p, definition, "status", "status", false, &def->status))
 		return false;
 	if (def->status == NULL)
 		def->status = "draft";
 	else if (strcmp(def->status, "active") != 0 && strcmp(def->status, "paused") != 0 &&
 			 strcmp(def->status, "draft") != 0)
-		return fail(p, "status",
-					psprintf("must be active, paused or draft, not \"%s\"", def->status), NULL);
+		return def_fail(p, "status",
+					    psprintf("must be active, paused or draft, not \"%s\"", def->status), NULL);
 
-	if (!get_string(p, definition, "trigger_event_type", "trigger_event_type", false,
-					&def->trigger_event_type))
+	if (!def_get_string(p, definition, "trigger_event_type", "trigger_event_type", false,
+					    &def->trigger_event_type))
 		return false;
 	if (def->trigger_event_type && def->trigger_event_type[0] == '\0')
-		return fail(p, "trigger_event_type", "must not be empty",
-					"Leave it out for a journey entered only by enroll_customer.");
+		return def_fail(p, "trigger_event_type", "must not be empty",
+					    "Leave it out for a journey entered only by enroll_customer.");
 
 	v = journey_jsonb_get(definition, "exit_event_types");
 	if (v != NULL && v->type != jbvNull && !parse_exit_event_types(p, v, def))
@@ -891,29 +666,29 @@ parse_definition(Parser *p, Jsonb *definition, JourneyDefinition *def)
 	if (v != NULL && v->type != jbvNull)
 	{
 		if (v->type != jbvBool)
-			return fail(p, "allow_manual_enroll",
-						psprintf("must be a boolean, not %s", jbv_type_name(v)), NULL);
+			return def_fail(p, "allow_manual_enroll",
+						    psprintf("must be a boolean, not %s", def_type_name(v)), NULL);
 		def->allow_manual_enroll = v->val.boolean;
 	}
 
-	if (!get_string(p, definition, "reentry", "reentry", false, &def->reentry))
+	if (!def_get_string(p, definition, "reentry", "reentry", false, &def->reentry))
 		return false;
 	if (def->reentry == NULL)
 		def->reentry = "after_exit";
 	else if (strcmp(def->reentry, "never") != 0 && strcmp(def->reentry, "after_exit") != 0)
-		return fail(p, "reentry",
-					psprintf("must be never or after_exit, not \"%s\"", def->reentry), NULL);
+		return def_fail(p, "reentry",
+					    psprintf("must be never or after_exit, not \"%s\"", def->reentry), NULL);
 
 	v = journey_jsonb_get(definition, "quiet_hours");
 	if (v != NULL && v->type != jbvNull)
 	{
 		Jsonb	   *quiet;
 
-		if (!is_object(v))
-			return fail(p, "quiet_hours", "must be an object",
-						"Give {\"start\": \"21:00\", \"end\": \"08:00\"}.");
+		if (!def_is_object(v))
+			return def_fail(p, "quiet_hours", "must be an object",
+						    "Give {\"start\": \"21:00\", \"end\": \"08:00\"}.");
 		quiet = JsonbValueToJsonb(v);
-		if (!check_keys(p, quiet, quiet_keys, "quiet_hours.") ||
+		if (!def_check_keys(p, quiet, quiet_keys, "quiet_hours.") ||
 			!get_clock(p, quiet, "start", "quiet_hours.start", &def->quiet_start) ||
 			!get_clock(p, quiet, "end", "quiet_hours.end", &def->quiet_end))
 			return false;

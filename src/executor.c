@@ -2,8 +2,8 @@
  *
  * executor.c
  *	  The executor: journey.advance_due_enrollments(p_batch_size, p_as_of),
- *	  which pg_cron runs every minute (SPEC section 4).  This file takes the
- *	  decisions; executor_sql.c runs the statements.
+ *	  which pg_cron runs every minute.  This file takes the decisions;
+ *	  executor_sql.c runs the statements.
  *
  * One call is set-based from end to end:
  *
@@ -13,7 +13,8 @@
  *		needs: addresses, suppression flags, the recipient's zone and the
  *		columns of the template context;
  *	 2. load: one statement loads the steps of the sequences involved; each
- *		template and branch condition is parsed once per call;
+ *		step is compiled once per call (definition.c: its templates, its
+ *		branch condition);
  *	 3. for sequences with rate limits, one statement locks them (in id
  *		order: concurrent callers serialize per sequence, never deadlock)
  *		and one reads their rolling windows from journey.messages; for
@@ -30,10 +31,18 @@
  * resume from current_step_index.  p_batch_size bounds that transaction.
  *
  * Enrollments of a sequence that is not active (paused) are not claimed:
- * they wait, and run when the sequence is active again.  A step whose
- * definition is malformed (possible only by writing the tables directly;
- * create_sequence validates) stops the enrollment with a logged reason
- * rather than failing the whole batch call after call.
+ * they wait, and run when the sequence is active again.  A step the
+ * definition grammar refuses (possible only by writing the tables
+ * directly; create_sequence reads definitions with the same grammar) stops
+ * the enrollment with a logged reason (invalid_step:N) rather than failing
+ * the whole batch call after call.
+ *
+ * Steps 4 and 5 run in one subtransaction.  Should anything fail in it (a
+ * value that cannot be handled, a render past a limit, a refused write),
+ * it is rolled back and each enrollment runs again in its own
+ * subtransaction: the one at fault stops (error:<SQLSTATE>, logged with
+ * the message) and the others go on.  The common path pays for one
+ * subtransaction per call, not one per enrollment.
  *
  *-------------------------------------------------------------------------
  */
@@ -44,7 +53,9 @@
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgtime.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 
@@ -52,24 +63,150 @@
 
 PG_FUNCTION_INFO_V1(journey_advance_due_enrollments);
 
+/* ---------- column batches: the rows a call's statements apply ---------- */
+
+static void
+batch_init(Batch *b, int ncols, const Oid *types)
+{
+	b->ncols = ncols;
+	memcpy(b->types, types, sizeof(Oid) * ncols);
+	b->n = 0;
+	b->capacity = 0;
+}
+
+/* Adds a row of nulls and returns its index. */
+static int
+batch_add(Batch *b)
+{
+	if (b->n == b->capacity)
+	{
+		int			cap = b->capacity ? b->capacity * 2 : 256;
+
+		for (int c = 0; c < b->ncols; c++)
+		{
+			if (b->capacity == 0)
+			{
+				b->values[c] = palloc(sizeof(Datum) * cap);
+				b->nulls[c] = palloc(sizeof(bool) * cap);
+			}
+			else
+			{
+				b->values[c] = repalloc(b->values[c], sizeof(Datum) * cap);
+				b->nulls[c] = repalloc(b->nulls[c], sizeof(bool) * cap);
+			}
+		}
+		b->capacity = cap;
+	}
+	for (int c = 0; c < b->ncols; c++)
+		b->nulls[c][b->n] = true;
+	return b->n++;
+}
+
+static Datum
+batch_array(Batch *b, int col)
+{
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	int			dims[1];
+	int			lbs[1] = {1};
+
+	get_typlenbyvalalign(b->types[col], &typlen, &typbyval, &typalign);
+	dims[0] = b->n;
+	return PointerGetDatum(construct_md_array(b->values[col], b->nulls[col], 1,
+											  dims, lbs, b->types[col],
+											  typlen, typbyval, typalign));
+}
+
+static inline void
+batch_set(Batch *b, int row, int col, Datum value)
+{
+	b->values[col][row] = value;
+	b->nulls[col][row] = false;
+}
+
+/* Array datums of all columns into values. */
+static void
+batch_args(Batch *b, Datum *values, char *nulls)
+{
+	for (int c = 0; c < b->ncols; c++)
+	{
+		values[c] = batch_array(b, c);
+		nulls[c] = ' ';
+	}
+}
+
+/*
+ * Reorders a batch's rows by the uuid in column key_col, keeping the order
+ * of rows with equal keys (an enrollment's log rows stay in decision order).
+ * Rows in key order reach the uuid-keyed indexes, and the foreign-key checks
+ * on the enrollments' primary key, in index order.
+ */
+static int
+compare_rows(const void *a, const void *b, void *arg)
+{
+	const Datum *keys = arg;
+	int			x = *(const int *) a;
+	int			y = *(const int *) b;
+	int			r = memcmp(DatumGetUUIDP(keys[x]), DatumGetUUIDP(keys[y]), UUID_LEN);
+
+	if (r != 0)
+		return r;
+	return (x > y) - (x < y);
+}
+
+static void
+batch_sort(Batch *b, int key_col)
+{
+	int		   *order;
+	Datum	   *values;
+	bool	   *nulls;
+
+	if (b->n < 2)
+		return;
+	order = palloc(sizeof(int) * b->n);
+	for (int i = 0; i < b->n; i++)
+		order[i] = i;
+	qsort_arg(order, b->n, sizeof(int), compare_rows, b->values[key_col]);
+	values = palloc(sizeof(Datum) * b->n);
+	nulls = palloc(sizeof(bool) * b->n);
+	for (int c = 0; c < b->ncols; c++)
+	{
+		for (int i = 0; i < b->n; i++)
+		{
+			values[i] = b->values[c][order[i]];
+			nulls[i] = b->nulls[c][order[i]];
+		}
+		memcpy(b->values[c], values, sizeof(Datum) * b->n);
+		memcpy(b->nulls[c], nulls, sizeof(bool) * b->n);
+	}
+}
+
+void
+exec_batch_arrays(Batch *b, int key_col, Datum *values, char *nulls)
+{
+	batch_sort(b, key_col);
+	batch_args(b, values, nulls);
+}
+
 /* ---------- decisions ---------- */
 
 static void
 log_decision(ExecState *st, ExecEnrollment *en, int32 step, const char *outcome,
 			 const char *detail)
 {
-	int			row = exec_batch_add(&st->log);
+	int			row = batch_add(&st->log);
 
 	if (strncmp(outcome, "skipped_", 8) == 0)
 		exec_stats_count(st, en, step, COUNT_SKIPPED);
 	else if (strncmp(outcome, "deferred_", 9) == 0)
 		exec_stats_count(st, en, step, COUNT_DEFERRED);
-	exec_batch_set(&st->log, row, 0, en->business_id);
-	exec_batch_set(&st->log, row, 1, en->id);
+	batch_set(&st->log, row, LOG_BUSINESS_ID, en->business_id);
+	batch_set(&st->log, row, LOG_ENROLLMENT_ID, en->id);
 	if (step > 0)
-		exec_batch_set(&st->log, row, 2, Int32GetDatum(step));
-	exec_batch_set(&st->log, row, 3, CStringGetTextDatum(outcome));
-	exec_batch_set(&st->log, row, 4,
+		batch_set(&st->log, row, LOG_STEP_INDEX, Int32GetDatum(step));
+	batch_set(&st->log, row, LOG_OUTCOME, CStringGetTextDatum(outcome));
+	batch_set(&st->log, row, LOG_DETAIL,
 				   PointerGetDatum(cstring_to_text_with_len(detail, strlen(detail))));
 }
 
@@ -77,37 +214,37 @@ log_decision(ExecState *st, ExecEnrollment *en, int32 step, const char *outcome,
 static void
 set_waiting(ExecState *st, ExecEnrollment *en, int32 step, TimestampTz next_run_at)
 {
-	int			row = exec_batch_add(&st->updates);
+	int			row = batch_add(&st->updates);
 
-	exec_batch_set(&st->updates, row, 0, en->id);
-	exec_batch_set(&st->updates, row, 1, Int32GetDatum(step));
-	exec_batch_set(&st->updates, row, 2, TimestampTzGetDatum(next_run_at));
-	exec_batch_set(&st->updates, row, 3, st->t_active);
+	batch_set(&st->updates, row, UPD_ID, en->id);
+	batch_set(&st->updates, row, UPD_STEP, Int32GetDatum(step));
+	batch_set(&st->updates, row, UPD_NEXT_RUN_AT, TimestampTzGetDatum(next_run_at));
+	batch_set(&st->updates, row, UPD_STATUS, st->t_active);
 }
 
 static void
 set_finished(ExecState *st, ExecEnrollment *en, int32 step, const char *detail)
 {
-	int			row = exec_batch_add(&st->updates);
+	int			row = batch_add(&st->updates);
 
-	exec_batch_set(&st->updates, row, 0, en->id);
-	exec_batch_set(&st->updates, row, 1, Int32GetDatum(Max(step, 1)));
-	exec_batch_set(&st->updates, row, 3, st->t_finished);
-	exec_batch_set(&st->updates, row, 4, TimestampTzGetDatum(st->as_of));
+	batch_set(&st->updates, row, UPD_ID, en->id);
+	batch_set(&st->updates, row, UPD_STEP, Int32GetDatum(Max(step, 1)));
+	batch_set(&st->updates, row, UPD_STATUS, st->t_finished);
+	batch_set(&st->updates, row, UPD_FINISHED_AT, TimestampTzGetDatum(st->as_of));
 	log_decision(st, en, step, "finished", detail);
 }
 
 static void
 set_stopped(ExecState *st, ExecEnrollment *en, int32 step, const char *why)
 {
-	int			row = exec_batch_add(&st->updates);
+	int			row = batch_add(&st->updates);
 	char	   *detail = psprintf("stopped: step %d cannot run: %s", step, why);
 
-	exec_batch_set(&st->updates, row, 0, en->id);
-	exec_batch_set(&st->updates, row, 1, Int32GetDatum(step));
-	exec_batch_set(&st->updates, row, 3, st->t_stopped);
-	exec_batch_set(&st->updates, row, 4, TimestampTzGetDatum(st->as_of));
-	exec_batch_set(&st->updates, row, 5,
+	batch_set(&st->updates, row, UPD_ID, en->id);
+	batch_set(&st->updates, row, UPD_STEP, Int32GetDatum(step));
+	batch_set(&st->updates, row, UPD_STATUS, st->t_stopped);
+	batch_set(&st->updates, row, UPD_FINISHED_AT, TimestampTzGetDatum(st->as_of));
+	batch_set(&st->updates, row, UPD_STOP_REASON,
 				   CStringGetTextDatum(psprintf("invalid_step:%d", step)));
 	log_decision(st, en, step, "stopped", detail);
 }
@@ -200,8 +337,9 @@ push_jsonb(JsonbParseState **ps, const char *key, Jsonb *j)
 }
 
 /*
- * The template context of SPEC section 3, built from the claim row the
- * first time a step of this enrollment renders or branches:
+ * The template context (the shape render_template documents), built from
+ * the claim row the first time a step of this enrollment renders or
+ * branches:
  * {"customer": {id, full_name, email, phone, timezone, external_id,
  * attributes}, "business": {name, email, phone, google_review_url,
  * timezone}, "review_link": ..., "enrollment": {"meta": ...},
@@ -242,12 +380,12 @@ enrollment_ctx(ExecState *st, ExecEnrollment *en)
 	push_key(&ps, "business");
 	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
 	push_column(&ps, "name", tup, desc, CLAIM_BUSINESS_NAME);
-	push_column(&ps, "email", tup, desc, CLAIM_BUSINESS_NAME + 1);
-	push_column(&ps, "phone", tup, desc, CLAIM_BUSINESS_NAME + 2);
-	push_column(&ps, "google_review_url", tup, desc, CLAIM_BUSINESS_NAME + 3);
-	push_column(&ps, "timezone", tup, desc, CLAIM_BUSINESS_NAME + 4);
+	push_column(&ps, "email", tup, desc, CLAIM_BUSINESS_EMAIL);
+	push_column(&ps, "phone", tup, desc, CLAIM_BUSINESS_PHONE);
+	push_column(&ps, "google_review_url", tup, desc, CLAIM_BUSINESS_REVIEW_URL);
+	push_column(&ps, "timezone", tup, desc, CLAIM_BUSINESS_TZ);
 	pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
-	push_column(&ps, "review_link", tup, desc, CLAIM_BUSINESS_NAME + 3);
+	push_column(&ps, "review_link", tup, desc, CLAIM_BUSINESS_REVIEW_URL);
 
 	push_key(&ps, "enrollment");
 	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
@@ -284,7 +422,10 @@ typedef enum SendResult
 	SEND_DEFERRED
 } SendResult;
 
-/* One send step at as_of: the checks of SPEC section 4, in its order. */
+/*
+ * One send step at as_of, its checks in this order: address and
+ * suppression, quiet hours, rate limits, render; then the message.
+ */
 static SendResult
 run_send(ExecState *st, ExecEnrollment *en, JourneyStep *step)
 {
@@ -385,21 +526,21 @@ run_send(ExecState *st, ExecEnrollment *en, JourneyStep *step)
 	}
 
 	/* 5. the message */
-	row = exec_batch_add(&st->messages);
-	exec_batch_set(&st->messages, row, 0, en->business_id);
-	exec_batch_set(&st->messages, row, 1, en->id);
-	exec_batch_set(&st->messages, row, 2, en->sequence_id);
-	exec_batch_set(&st->messages, row, 3, Int32GetDatum(step->step_index));
-	exec_batch_set(&st->messages, row, 4, en->customer_id);
-	exec_batch_set(&st->messages, row, 5, email ? st->t_email : st->t_sms);
+	row = batch_add(&st->messages);
+	batch_set(&st->messages, row, MSG_BUSINESS_ID, en->business_id);
+	batch_set(&st->messages, row, MSG_ENROLLMENT_ID, en->id);
+	batch_set(&st->messages, row, MSG_SEQUENCE_ID, en->sequence_id);
+	batch_set(&st->messages, row, MSG_STEP_INDEX, Int32GetDatum(step->step_index));
+	batch_set(&st->messages, row, MSG_CUSTOMER_ID, en->customer_id);
+	batch_set(&st->messages, row, MSG_CHANNEL, email ? st->t_email : st->t_sms);
 	if (step->purpose)
-		exec_batch_set(&st->messages, row, 6, CStringGetTextDatum(step->purpose));
-	exec_batch_set(&st->messages, row, 7, CStringGetTextDatum(address));
+		batch_set(&st->messages, row, MSG_PURPOSE, CStringGetTextDatum(step->purpose));
+	batch_set(&st->messages, row, MSG_TO_ADDRESS, CStringGetTextDatum(address));
 	if (email)
-		exec_batch_set(&st->messages, row, 8,
+		batch_set(&st->messages, row, MSG_SUBJECT,
 					   PointerGetDatum(cstring_to_text_with_len(subject->data,
 																subject->len)));
-	exec_batch_set(&st->messages, row, 9,
+	batch_set(&st->messages, row, MSG_BODY,
 				   PointerGetDatum(cstring_to_text_with_len(body->data, body->len)));
 	if (seq->limited)
 		journey_rate_add(&seq->rate, st->as_of);
@@ -722,15 +863,15 @@ run_isolated(ExecState *st, ExecEnrollment *ens, uint64 n)
 	for (int f = 0; f < nfailed; f++)
 	{
 		ExecEnrollment *en = &ens[failed[f]];
-		int			row = exec_batch_add(&st->updates);
+		int			row = batch_add(&st->updates);
 		char	   *message = errors[f]->message ? errors[f]->message : "unknown error";
 
 		/* It stays where it stood: what it did in this call was undone. */
-		exec_batch_set(&st->updates, row, 0, en->id);
-		exec_batch_set(&st->updates, row, 1, Int32GetDatum(en->step));
-		exec_batch_set(&st->updates, row, 3, st->t_stopped);
-		exec_batch_set(&st->updates, row, 4, TimestampTzGetDatum(st->as_of));
-		exec_batch_set(&st->updates, row, 5,
+		batch_set(&st->updates, row, UPD_ID, en->id);
+		batch_set(&st->updates, row, UPD_STEP, Int32GetDatum(en->step));
+		batch_set(&st->updates, row, UPD_STATUS, st->t_stopped);
+		batch_set(&st->updates, row, UPD_FINISHED_AT, TimestampTzGetDatum(st->as_of));
+		batch_set(&st->updates, row, UPD_STOP_REASON,
 					   CStringGetTextDatum(psprintf("error:%s",
 													unpack_sql_state(errors[f]->sqlerrcode))));
 		message = pnstrdup(message, pg_mbcliplen(message, strlen(message), 1000));
@@ -824,9 +965,9 @@ journey_executor_run(int32 batch_size, TimestampTz as_of, Datum only_enrollment)
 	initStringInfo(&st.body);
 	st.scratch = AllocSetContextCreate(callcxt, "journey executor enrollment",
 									   ALLOCSET_DEFAULT_SIZES);
-	exec_batch_init(&st.updates, 6, update_cols);
-	exec_batch_init(&st.messages, 10, message_cols);
-	exec_batch_init(&st.log, 5, log_cols);
+	batch_init(&st.updates, UPD_NCOLS, update_cols);
+	batch_init(&st.messages, MSG_NCOLS, message_cols);
+	batch_init(&st.log, LOG_NCOLS, log_cols);
 
 	/* 2, 3: steps, rate windows, events */
 	exec_load_sequences(&st);

@@ -57,7 +57,10 @@ typedef struct ExecEnrollment
 	char	  **events;
 } ExecEnrollment;
 
-/* Column-wise rows bound for one set-based statement. */
+/*
+ * Column-wise rows bound for one set-based statement (executor.c fills
+ * them; executor_sql.c binds them as arrays).
+ */
 #define BATCH_MAX_COLS 11
 typedef struct Batch
 {
@@ -69,14 +72,53 @@ typedef struct Batch
 	bool	   *nulls[BATCH_MAX_COLS];
 } Batch;
 
+/* The columns of ExecState.updates: the enrollments' new state. */
+typedef enum UpdateCol
+{
+	UPD_ID,
+	UPD_STEP,
+	UPD_NEXT_RUN_AT,
+	UPD_STATUS,
+	UPD_FINISHED_AT,
+	UPD_STOP_REASON,
+	UPD_NCOLS
+} UpdateCol;
+
+/* The columns of ExecState.messages, in messages_sql's order. */
+typedef enum MessageCol
+{
+	MSG_BUSINESS_ID,
+	MSG_ENROLLMENT_ID,
+	MSG_SEQUENCE_ID,
+	MSG_STEP_INDEX,
+	MSG_CUSTOMER_ID,
+	MSG_CHANNEL,
+	MSG_PURPOSE,
+	MSG_TO_ADDRESS,
+	MSG_SUBJECT,
+	MSG_BODY,
+	MSG_NCOLS
+} MessageCol;
+
+/* The columns of ExecState.log. */
+typedef enum LogCol
+{
+	LOG_BUSINESS_ID,
+	LOG_ENROLLMENT_ID,
+	LOG_STEP_INDEX,
+	LOG_OUTCOME,
+	LOG_DETAIL,
+	LOG_NCOLS
+} LogCol;
+
 /* Everything one call works with, in its own memory context. */
 typedef struct ExecState
 {
 	TimestampTz as_of;
 	HTAB	   *sequences;
-	Batch		updates;		/* id, step, next_run_at, status, finished_at, stop_reason */
-	Batch		messages;		/* business_id .. body (10 columns) */
-	Batch		log;			/* business_id, enrollment_id, step_index, outcome, detail */
+	Batch		updates;		/* UpdateCol */
+	Batch		messages;		/* MessageCol */
+	Batch		log;			/* LogCol */
 	HTAB	   *step_counts;	/* the step_counters this call adds to (stats.c) */
 	bool		schema_0_3;		/* versions and step_counters exist */
 	Datum		only_enrollment;	/* a uuid: claim just that one (simulate) */
@@ -93,24 +135,41 @@ typedef struct ExecState
 	StringInfoData body;
 } ExecState;
 
-/* Claim columns (1-based) read after the claim, for the template context. */
-#define CLAIM_META			9
-#define CLAIM_FULL_NAME		15
-#define CLAIM_CUSTOMER_TZ	16
-#define CLAIM_EXTERNAL_ID	17
-#define CLAIM_ATTRIBUTES	18
-#define CLAIM_BUSINESS_NAME	19	/* then its email, phone, review url, zone */
-#define CLAIM_SEQUENCE_VERSION 24
-
-extern void exec_batch_init(Batch *b, int ncols, const Oid *types);
-extern int	exec_batch_add(Batch *b);
-
-static inline void
-exec_batch_set(Batch *b, int row, int col, Datum value)
+/* The claim's columns (1-based), in claim_sql's order. */
+typedef enum ClaimCol
 {
-	b->values[col][row] = value;
-	b->nulls[col][row] = false;
-}
+	CLAIM_ID = 1,
+	CLAIM_BUSINESS_ID,
+	CLAIM_SEQUENCE_ID,
+	CLAIM_CUSTOMER_ID,
+	CLAIM_STEP,
+	CLAIM_ENROLLED_AT,
+	CLAIM_TRIGGER_EVENT_ID,
+	CLAIM_NEXT_RUN_AT,
+	CLAIM_META,
+	CLAIM_EMAIL,
+	CLAIM_PHONE,
+	CLAIM_ZONE,					/* the customer's time zone, else the business's */
+	CLAIM_EMAIL_SUPPRESSED,
+	CLAIM_PHONE_SUPPRESSED,
+	/* the rest is read only for the template context */
+	CLAIM_FULL_NAME,
+	CLAIM_CUSTOMER_TZ,
+	CLAIM_EXTERNAL_ID,
+	CLAIM_ATTRIBUTES,
+	CLAIM_BUSINESS_NAME,
+	CLAIM_BUSINESS_EMAIL,
+	CLAIM_BUSINESS_PHONE,
+	CLAIM_BUSINESS_REVIEW_URL,
+	CLAIM_BUSINESS_TZ,
+	CLAIM_SEQUENCE_VERSION
+} ClaimCol;
+
+/*
+ * Sorts a batch's rows by the uuid in key_col (keeping the order of equal
+ * keys) and fills values with one array datum per column.
+ */
+extern void exec_batch_arrays(Batch *b, int key_col, Datum *values, char *nulls);
 
 /*
  * Claims up to batch_size due enrollments as of st->as_of, filling *ens

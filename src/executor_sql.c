@@ -18,7 +18,6 @@
 #include "executor/spi.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
-#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
 #include "executor_private.h"
@@ -78,6 +77,24 @@ static const char *claim_sql_before_0_3 = CLAIM_SQL("1 AS sequence_version", "")
 
 /* One enrollment only: journey.simulate's (simulate.c). */
 static const char *claim_one_sql = CLAIM_SQL("e.sequence_version", " AND e.id = $3");
+
+/* steps_sql's columns (1-based) */
+typedef enum StepsCol
+{
+	STEPS_SEQUENCE_ID = 1,
+	STEPS_BUSINESS_ID,
+	STEPS_QUIET_START,
+	STEPS_QUIET_END,
+	STEPS_RATE_PER_HOUR,
+	STEPS_RATE_PER_DAY,
+	STEPS_STEP_INDEX,
+	STEPS_KIND,
+	STEPS_WAIT_MS,
+	STEPS_PURPOSE,
+	STEPS_MESSAGE_CONFIG,
+	STEPS_BRANCH_CONFIG,
+	STEPS_NEXT_STEP
+} StepsCol;
 
 static const char *steps_sql =
 "SELECT s.id, s.business_id, s.quiet_hours_start, s.quiet_hours_end,"
@@ -145,118 +162,6 @@ run_plan(SPIPlanPtr plan, Datum *values, const char *nulls, int expected)
 			 SPI_result_code_string(rc));
 }
 
-/* ---------- column batches ---------- */
-
-void
-exec_batch_init(Batch *b, int ncols, const Oid *types)
-{
-	b->ncols = ncols;
-	memcpy(b->types, types, sizeof(Oid) * ncols);
-	b->n = 0;
-	b->capacity = 0;
-}
-
-/* Adds a row of nulls and returns its index. */
-int
-exec_batch_add(Batch *b)
-{
-	if (b->n == b->capacity)
-	{
-		int			cap = b->capacity ? b->capacity * 2 : 256;
-
-		for (int c = 0; c < b->ncols; c++)
-		{
-			if (b->capacity == 0)
-			{
-				b->values[c] = palloc(sizeof(Datum) * cap);
-				b->nulls[c] = palloc(sizeof(bool) * cap);
-			}
-			else
-			{
-				b->values[c] = repalloc(b->values[c], sizeof(Datum) * cap);
-				b->nulls[c] = repalloc(b->nulls[c], sizeof(bool) * cap);
-			}
-		}
-		b->capacity = cap;
-	}
-	for (int c = 0; c < b->ncols; c++)
-		b->nulls[c][b->n] = true;
-	return b->n++;
-}
-
-static Datum
-batch_array(Batch *b, int col)
-{
-	int16		typlen;
-	bool		typbyval;
-	char		typalign;
-	int			dims[1];
-	int			lbs[1] = {1};
-
-	get_typlenbyvalalign(b->types[col], &typlen, &typbyval, &typalign);
-	dims[0] = b->n;
-	return PointerGetDatum(construct_md_array(b->values[col], b->nulls[col], 1,
-											  dims, lbs, b->types[col],
-											  typlen, typbyval, typalign));
-}
-
-/* Array datums of all columns, then extra scalars, into values. */
-static void
-batch_args(Batch *b, Datum *values, char *nulls)
-{
-	for (int c = 0; c < b->ncols; c++)
-	{
-		values[c] = batch_array(b, c);
-		nulls[c] = ' ';
-	}
-}
-
-/*
- * Reorders a batch's rows by the uuid in column key_col, keeping the order
- * of rows with equal keys (an enrollment's log rows stay in decision order).
- * Rows in key order reach the uuid-keyed indexes, and the foreign-key checks
- * on the enrollments' primary key, in index order.
- */
-static int
-compare_rows(const void *a, const void *b, void *arg)
-{
-	const Datum *keys = arg;
-	int			x = *(const int *) a;
-	int			y = *(const int *) b;
-	int			r = memcmp(DatumGetUUIDP(keys[x]), DatumGetUUIDP(keys[y]), UUID_LEN);
-
-	if (r != 0)
-		return r;
-	return (x > y) - (x < y);
-}
-
-static void
-batch_sort(Batch *b, int key_col)
-{
-	int		   *order;
-	Datum	   *values;
-	bool	   *nulls;
-
-	if (b->n < 2)
-		return;
-	order = palloc(sizeof(int) * b->n);
-	for (int i = 0; i < b->n; i++)
-		order[i] = i;
-	qsort_arg(order, b->n, sizeof(int), compare_rows, b->values[key_col]);
-	values = palloc(sizeof(Datum) * b->n);
-	nulls = palloc(sizeof(bool) * b->n);
-	for (int c = 0; c < b->ncols; c++)
-	{
-		for (int i = 0; i < b->n; i++)
-		{
-			values[i] = b->values[c][order[i]];
-			nulls[i] = b->nulls[c][order[i]];
-		}
-		memcpy(b->values[c], values, sizeof(Datum) * b->n);
-		memcpy(b->nulls[c], nulls, sizeof(bool) * b->n);
-	}
-}
-
 /* An array of uuid datums (pointers into tuples) */
 static Datum
 uuid_array(Datum *values, int n)
@@ -299,7 +204,7 @@ exec_load_sequences(ExecState *st)
 		Jsonb	   *message_config;
 		Jsonb	   *branch_config;
 
-		d = SPI_getbinval(tup, desc, 1, &isnull);
+		d = SPI_getbinval(tup, desc, STEPS_SEQUENCE_ID, &isnull);
 		if (cur == NULL || memcmp(&cur->id, DatumGetUUIDP(d), UUID_LEN) != 0)
 		{
 			Datum		qs;
@@ -310,23 +215,23 @@ exec_load_sequences(ExecState *st)
 			cur = hash_search(st->sequences, DatumGetUUIDP(d), HASH_FIND, NULL);
 			if (cur == NULL)
 				elog(ERROR, "journey executor loaded a sequence it did not ask for");
-			memcpy(&cur->business_id, DatumGetUUIDP(SPI_getbinval(tup, desc, 2, &isnull)),
+			memcpy(&cur->business_id, DatumGetUUIDP(SPI_getbinval(tup, desc, STEPS_BUSINESS_ID, &isnull)),
 				   UUID_LEN);
-			qs = SPI_getbinval(tup, desc, 3, &qs_null);
-			qe = SPI_getbinval(tup, desc, 4, &qe_null);
+			qs = SPI_getbinval(tup, desc, STEPS_QUIET_START, &qs_null);
+			qe = SPI_getbinval(tup, desc, STEPS_QUIET_END, &qe_null);
 			cur->has_quiet = !qs_null && !qe_null &&
 				DatumGetTimeADT(qs) != DatumGetTimeADT(qe);
 			cur->quiet_start = qs_null ? 0 : DatumGetTimeADT(qs);
 			cur->quiet_end = qe_null ? 0 : DatumGetTimeADT(qe);
-			d = SPI_getbinval(tup, desc, 5, &isnull);
+			d = SPI_getbinval(tup, desc, STEPS_RATE_PER_HOUR, &isnull);
 			cur->rate_per_hour = isnull ? 0 : DatumGetInt32(d);
-			d = SPI_getbinval(tup, desc, 6, &isnull);
+			d = SPI_getbinval(tup, desc, STEPS_RATE_PER_DAY, &isnull);
 			cur->rate_per_day = isnull ? 0 : DatumGetInt32(d);
 			capacity = 8;
 			cur->steps = palloc(sizeof(JourneyStep) * capacity);
 		}
 
-		d = SPI_getbinval(tup, desc, 7, &isnull);
+		d = SPI_getbinval(tup, desc, STEPS_STEP_INDEX, &isnull);
 		if (isnull)
 			continue;			/* a sequence without steps */
 		if (cur->nsteps == capacity)
@@ -337,17 +242,17 @@ exec_load_sequences(ExecState *st)
 		step = &cur->steps[cur->nsteps++];
 		memset(step, 0, sizeof(JourneyStep));
 		step->step_index = DatumGetInt32(d);
-		kind = TextDatumGetCString(SPI_getbinval(tup, desc, 8, &isnull));
-		step->wait_ms = DatumGetInt64(SPI_getbinval(tup, desc, 9, &isnull));
-		d = SPI_getbinval(tup, desc, 11, &isnull);
+		kind = TextDatumGetCString(SPI_getbinval(tup, desc, STEPS_KIND, &isnull));
+		step->wait_ms = DatumGetInt64(SPI_getbinval(tup, desc, STEPS_WAIT_MS, &isnull));
+		d = SPI_getbinval(tup, desc, STEPS_MESSAGE_CONFIG, &isnull);
 		message_config = isnull ? NULL : DatumGetJsonbP(d);
-		d = SPI_getbinval(tup, desc, 12, &isnull);
+		d = SPI_getbinval(tup, desc, STEPS_BRANCH_CONFIG, &isnull);
 		branch_config = isnull ? NULL : DatumGetJsonbP(d);
-		d = SPI_getbinval(tup, desc, 13, &isnull);
+		d = SPI_getbinval(tup, desc, STEPS_NEXT_STEP, &isnull);
 		step->next_step = isnull ? STEP_FOLLOWING : DatumGetInt32(d);
 		journey_step_compile(step, kind, message_config, branch_config);
 		/* The column is what the sequence's messages carry. */
-		d = SPI_getbinval(tup, desc, 10, &isnull);
+		d = SPI_getbinval(tup, desc, STEPS_PURPOSE, &isnull);
 		step->purpose = isnull ? NULL : TextDatumGetCString(d);
 		if (step->kind == STEP_EMAIL || step->kind == STEP_SMS)
 			cur->has_sends = true;
@@ -520,8 +425,7 @@ exec_apply(ExecState *st)
 			UUIDARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
 		TEXTARRAYOID, TIMESTAMPTZOID};
 
-		batch_sort(&st->messages, 1);
-		batch_args(&st->messages, values, nulls);
+		exec_batch_arrays(&st->messages, MSG_ENROLLMENT_ID, values, nulls);
 		values[10] = TimestampTzGetDatum(st->as_of);
 		nulls[10] = ' ';
 		run_plan(journey_keep_plan(&messages_plan, messages_sql, 11, types), values, nulls,
@@ -534,8 +438,7 @@ exec_apply(ExecState *st)
 		Oid			types[6] = {UUIDARRAYOID, UUIDARRAYOID, INT4ARRAYOID, TEXTARRAYOID,
 		TEXTARRAYOID, TIMESTAMPTZOID};
 
-		batch_sort(&st->log, 1);
-		batch_args(&st->log, values, nulls);
+		exec_batch_arrays(&st->log, LOG_ENROLLMENT_ID, values, nulls);
 		values[5] = TimestampTzGetDatum(st->as_of);
 		nulls[5] = ' ';
 		run_plan(journey_keep_plan(&log_plan, log_sql, 6, types), values, nulls, SPI_OK_INSERT);
@@ -545,8 +448,7 @@ exec_apply(ExecState *st)
 		Oid			types[6] = {UUIDARRAYOID, INT4ARRAYOID, TIMESTAMPTZARRAYOID,
 		TEXTARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID};
 
-		batch_sort(&st->updates, 0);
-		batch_args(&st->updates, values, nulls);
+		exec_batch_arrays(&st->updates, UPD_ID, values, nulls);
 		run_plan(journey_keep_plan(&update_plan, update_sql, 6, types), values, nulls,
 				 SPI_OK_UPDATE);
 	}
@@ -608,20 +510,20 @@ exec_claim(ExecState *st, int32 batch_size, ExecEnrollment **ens_out)
 		bool		isnull;
 		bool		found;
 
-		en->id = SPI_getbinval(tup, desc, 1, &isnull);
-		en->business_id = SPI_getbinval(tup, desc, 2, &isnull);
-		en->sequence_id = SPI_getbinval(tup, desc, 3, &isnull);
-		en->customer_id = SPI_getbinval(tup, desc, 4, &isnull);
-		en->step = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
-		en->enrolled_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 6, &isnull));
-		en->trigger_event_id = SPI_getbinval(tup, desc, 7, &en->trigger_event_null);
-		en->next_run_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 8, &isnull));
+		en->id = SPI_getbinval(tup, desc, CLAIM_ID, &isnull);
+		en->business_id = SPI_getbinval(tup, desc, CLAIM_BUSINESS_ID, &isnull);
+		en->sequence_id = SPI_getbinval(tup, desc, CLAIM_SEQUENCE_ID, &isnull);
+		en->customer_id = SPI_getbinval(tup, desc, CLAIM_CUSTOMER_ID, &isnull);
+		en->step = DatumGetInt32(SPI_getbinval(tup, desc, CLAIM_STEP, &isnull));
+		en->enrolled_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, CLAIM_ENROLLED_AT, &isnull));
+		en->trigger_event_id = SPI_getbinval(tup, desc, CLAIM_TRIGGER_EVENT_ID, &en->trigger_event_null);
+		en->next_run_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, CLAIM_NEXT_RUN_AT, &isnull));
 		en->version = DatumGetInt32(SPI_getbinval(tup, desc, CLAIM_SEQUENCE_VERSION, &isnull));
-		en->email = text_or_null(tup, desc, 10);
-		en->phone = text_or_null(tup, desc, 11);
-		en->zone = text_or_null(tup, desc, 12);
-		en->email_suppressed = DatumGetBool(SPI_getbinval(tup, desc, 13, &isnull));
-		en->phone_suppressed = DatumGetBool(SPI_getbinval(tup, desc, 14, &isnull));
+		en->email = text_or_null(tup, desc, CLAIM_EMAIL);
+		en->phone = text_or_null(tup, desc, CLAIM_PHONE);
+		en->zone = text_or_null(tup, desc, CLAIM_ZONE);
+		en->email_suppressed = DatumGetBool(SPI_getbinval(tup, desc, CLAIM_EMAIL_SUPPRESSED, &isnull));
+		en->phone_suppressed = DatumGetBool(SPI_getbinval(tup, desc, CLAIM_PHONE_SUPPRESSED, &isnull));
 		en->tup = tup;
 		en->seq = hash_search(st->sequences, DatumGetUUIDP(en->sequence_id), HASH_ENTER,
 							  &found);
