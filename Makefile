@@ -21,6 +21,8 @@ OBJS = \
 	src/branch.o \
 	src/executor.o \
 	src/executor_sql.o \
+	src/stats.o \
+	src/simulate.o \
 	src/cron.o \
 	src/providers.o \
 	src/transport.o \

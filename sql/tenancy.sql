@@ -163,7 +163,7 @@ WHERE p.pronamespace = 'journey'::regnamespace
                         -- the caps' API, the unsubscribe link and the
                         -- worker's List-Unsubscribe header
                         'frequency_caps_valid', 'normalize_phone', 'set_frequency_caps',
-                        'unsubscribe', 'unsubscribe_link');
+                        'unsubscribe', 'unsubscribe_link', 'simulate');
 SELECT p.oid::regprocedure AS callable_by_worker
 FROM pg_proc p
 WHERE p.pronamespace = 'journey'::regnamespace

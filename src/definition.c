@@ -48,6 +48,7 @@ static const StepKindInfo step_kinds[] = {
 	{"send_sms", STEP_SMS},
 	{"wait", STEP_WAIT},
 	{"branch", STEP_BRANCH},
+	{"wait_until", STEP_WAIT_UNTIL},
 };
 
 /* Records an error at a field of the current step; returns false. */
@@ -341,6 +342,30 @@ compile_branch(Parser *p, JourneyStep *st, Jsonb *cfg)
 	return true;
 }
 
+/*
+ * A wait_until's {"event": TYPE, "then": INDEX, "else": INDEX}, stored in
+ * branch_config (its timeout_ms is the step's wait_ms, so arriving sets
+ * next_run_at = t + timeout_ms like any delay).  The fields are named as
+ * the definition writes them, at the step's top level.
+ */
+static bool
+compile_wait_until(Parser *p, JourneyStep *st, Jsonb *cfg)
+{
+	static const char *const wait_until_keys[] = {"event", "then", "else", NULL};
+
+	st->branch = cfg;
+	if (!def_check_keys(p, cfg, wait_until_keys, "") ||
+		!def_get_string(p, cfg, "event", "event", true, &st->await_event))
+		return false;
+	if (strlen(st->await_event) > 200)
+		return def_fail(p, "event", "must be at most 200 characters",
+					"Give the event type as ingest_event receives it, such as \"review_left\".");
+	if (!get_target(p, cfg, "then", "then", true, &st->then_step) ||
+		!get_target(p, cfg, "else", "else", true, &st->else_step))
+		return false;
+	return true;
+}
+
 /* What a step of each kind needs besides kind, wait_ms and next. */
 static bool
 compile_step_config(Parser *p, JourneyStep *st, Jsonb *message, Jsonb *branch)
@@ -352,6 +377,8 @@ compile_step_config(Parser *p, JourneyStep *st, Jsonb *message, Jsonb *branch)
 			return compile_message(p, st, message);
 		case STEP_BRANCH:
 			return compile_branch(p, st, branch);
+		case STEP_WAIT_UNTIL:
+			return compile_wait_until(p, st, branch);
 		case STEP_WAIT:
 			return true;
 	}
@@ -376,7 +403,7 @@ journey_step_compile(JourneyStep *step, const char *kind, Jsonb *message_config,
 		step->template_id == NULL &&
 		(message_config == NULL || !JB_ROOT_IS_OBJECT(message_config)))
 		ok = def_fail(&p, "message", "must be an object", NULL);
-	if (ok && step->kind == STEP_BRANCH &&
+	if (ok && (step->kind == STEP_BRANCH || step->kind == STEP_WAIT_UNTIL) &&
 		(branch_config == NULL || !JB_ROOT_IS_OBJECT(branch_config)))
 		ok = def_fail(&p, "branch_config", "must be an object", NULL);
 	if (ok)
@@ -412,11 +439,79 @@ journey_step_compile_template(JourneyStep *step, const char *channel,
 
 /* ---------- create_sequence's entry point ---------- */
 
+/* event, timeout_ms, then and else belong to wait_until alone. */
+static bool
+only_wait_until_keys(Parser *p, Jsonb *obj, const char *kind)
+{
+	static const char *const keys[] = {"event", "timeout_ms", "then", "else", NULL};
+
+	for (int i = 0; keys[i] != NULL; i++)
+		if (journey_jsonb_get(obj, keys[i]) != NULL)
+			return def_fail(p, keys[i], psprintf("is not used by %s", kind),
+						strcmp(kind, "branch") == 0 ?
+						"A branch's targets go in branch_config.then and branch_config.else." :
+						"Only a wait_until step has event, timeout_ms, then and else.");
+	return true;
+}
+
+/*
+ * {"kind": "wait_until", "event": TYPE, "timeout_ms": N, "then": INDEX,
+ * "else": INDEX}: stored as wait_ms = timeout_ms and branch_config =
+ * {"event", "then", "else"}, which the executor compiles with the same
+ * compile_wait_until.
+ */
+static bool
+parse_wait_until(Parser *p, Jsonb *obj, JourneyStep *st, JsonbValue *message,
+				 JsonbValue *branch)
+{
+	static const char *const keys[] = {"event", "then", "else"};
+	JsonbParseState *ps = NULL;
+	JsonbValue *result;
+	bool		found;
+
+	if (message != NULL)
+		return def_fail(p, "message", "is not used by wait_until", NULL);
+	if (branch != NULL)
+		return def_fail(p, "branch_config", "is not used by wait_until",
+					"Give event, timeout_ms, then and else as fields of the step.");
+	if (st->next_step != STEP_FOLLOWING)
+		return def_fail(p, "next", "is not used by wait_until",
+					"A wait_until goes where then (the event came) or else (the timeout) says.");
+	if (journey_jsonb_get(obj, "wait_ms") != NULL)
+		return def_fail(p, "wait_ms", "is not used by wait_until",
+					"A wait_until waits at most timeout_ms; give that instead.");
+	if (!get_int64(p, obj, "timeout_ms", "timeout_ms", 1, MAX_WAIT_MS,
+				   "timeout_ms is how long to wait for the event in milliseconds, at least 1 and at most a century.",
+				   &found, &st->wait_ms))
+		return false;
+	if (!found)
+		return def_fail(p, "timeout_ms", "is required",
+					"Give how long to wait for the event in milliseconds, such as 259200000 for three days.");
+
+	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+	for (int i = 0; i < lengthof(keys); i++)
+	{
+		JsonbValue	k;
+		JsonbValue *v = journey_jsonb_get(obj, keys[i]);
+
+		if (v == NULL)
+			continue;			/* compile_wait_until says it is required */
+		k.type = jbvString;
+		k.val.string.val = (char *) keys[i];
+		k.val.string.len = strlen(keys[i]);
+		pushJsonbValue(&ps, WJB_KEY, &k);
+		pushJsonbValue(&ps, WJB_VALUE, v);
+	}
+	result = pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
+	return compile_wait_until(p, st, JsonbValueToJsonb(result));
+}
+
 static bool
 parse_step(Parser *p, JsonbValue *value, JourneyStep *st)
 {
 	static const char *const step_keys[] =
-	{"kind", "wait_ms", "next", "message", "branch_config", "template_id", NULL};
+	{"kind", "wait_ms", "next", "message", "branch_config", "template_id",
+	"event", "timeout_ms", "then", "else", NULL};
 	Jsonb	   *obj;
 	JsonbValue *message;
 	JsonbValue *branch;
@@ -483,7 +578,11 @@ parse_step(Parser *p, JsonbValue *value, JourneyStep *st)
 			if (branch != NULL)
 				return def_fail(p, "branch_config", "is not used by wait", NULL);
 			break;
+		case STEP_WAIT_UNTIL:
+			return parse_wait_until(p, obj, st, message, branch);
 	}
+	if (!only_wait_until_keys(p, obj, kind))
+		return false;
 	return compile_step_config(p, st,
 							   message ? JsonbValueToJsonb(message) : NULL,
 							   branch ? JsonbValueToJsonb(branch) : NULL);

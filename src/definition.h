@@ -35,7 +35,8 @@ typedef enum StepKind
 	STEP_WAIT,
 	STEP_EMAIL,
 	STEP_SMS,
-	STEP_BRANCH
+	STEP_BRANCH,
+	STEP_WAIT_UNTIL
 } StepKind;
 
 /* ---------- conditions (evaluated by branch.c) ---------- */
@@ -95,8 +96,10 @@ typedef struct JourneyStep
 	/* branch */
 	Jsonb	   *branch;			/* branch_config as written */
 	JourneyCondition *cond;
-	int32		then_step;		/* 0: finish */
-	int32		else_step;
+	int32		then_step;		/* 0: finish; wait_until: when the event came */
+	int32		else_step;		/* wait_until: at the timeout */
+	/* wait_until: the awaited event type (timeout_ms is stored as wait_ms) */
+	char	   *await_event;
 	char	   *cond_text;		/* the "if" as JSON, for the log */
 	/* executor: why the step cannot run, else NULL */
 	char	   *invalid;

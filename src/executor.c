@@ -198,6 +198,10 @@ log_decision(ExecState *st, ExecEnrollment *en, int32 step, const char *outcome,
 {
 	int			row = batch_add(&st->log);
 
+	if (strncmp(outcome, "skipped_", 8) == 0)
+		exec_stats_count(st, en, step, COUNT_SKIPPED);
+	else if (strncmp(outcome, "deferred_", 9) == 0)
+		exec_stats_count(st, en, step, COUNT_DEFERRED);
 	batch_set(&st->log, row, LOG_BUSINESS_ID, en->business_id);
 	batch_set(&st->log, row, LOG_ENROLLMENT_ID, en->id);
 	if (step > 0)
@@ -575,6 +579,67 @@ run_send(ExecState *st, ExecEnrollment *en, JourneyStep *step)
 }
 
 /*
+ * A wait_until step that has come due: the events trigger marked the
+ * enrollment (meta.wait_until) when the awaited event arrived while it
+ * waited here, with the event's time and the deadline it had to beat; no
+ * mark, or an event after the deadline, is a timeout.  Returns the target.
+ */
+static int32
+run_wait_until(ExecState *st, ExecEnrollment *en, JourneyStep *step)
+{
+	bool		isnull;
+	Jsonb	   *meta = DatumGetJsonbP(SPI_getbinval(en->tup, st->claim_desc, CLAIM_META,
+													&isnull));
+	JsonbValue *mark = journey_jsonb_get(meta, "wait_until");
+	JsonbValue	v;
+	char	   *occurred = NULL;
+	char	   *deadline = NULL;
+	char	   *event_id = NULL;
+	bool		arrived = false;
+	int32		target;
+
+	if (mark != NULL && mark->type == jbvBinary &&
+		journey_container_get(mark->val.binary.data, "step", &v) && v.type == jbvNumeric &&
+		DatumGetInt32(DirectFunctionCall1(numeric_int4, NumericGetDatum(v.val.numeric))) ==
+		step->step_index)
+	{
+		if (journey_container_get(mark->val.binary.data, "occurred_at", &v) &&
+			v.type == jbvString)
+			occurred = pnstrdup(v.val.string.val, v.val.string.len);
+		if (journey_container_get(mark->val.binary.data, "timeout_at", &v) &&
+			v.type == jbvString)
+			deadline = pnstrdup(v.val.string.val, v.val.string.len);
+		if (journey_container_get(mark->val.binary.data, "event_id", &v) &&
+			v.type == jbvNumeric)
+			event_id = DatumGetCString(DirectFunctionCall1(numeric_out,
+														   NumericGetDatum(v.val.numeric)));
+		/* Both were written by the trigger from timestamptz values. */
+		arrived = occurred != NULL && deadline != NULL &&
+			DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in, CStringGetDatum(occurred),
+													ObjectIdGetDatum(InvalidOid),
+													Int32GetDatum(-1))) <=
+			DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in, CStringGetDatum(deadline),
+													ObjectIdGetDatum(InvalidOid),
+													Int32GetDatum(-1)));
+	}
+	target = arrived ? step->then_step : step->else_step;
+	resetStringInfo(&st->buf);
+	if (arrived)
+		appendStringInfo(&st->buf, "%s #%s arrived: ", step->await_event,
+						 event_id ? event_id : "?");
+	else
+		appendStringInfo(&st->buf, "no %s within %lld ms: ", step->await_event,
+						 (long long) step->wait_ms);
+	if (target == 0)
+		appendStringInfoString(&st->buf, "finish");
+	else
+		appendStringInfo(&st->buf, "go to step %d", target);
+	log_decision(st, en, step->step_index, arrived ? "event_arrived" : "timed_out",
+				 st->buf.data);
+	return target;
+}
+
+/*
  * Runs one enrollment from its current step as far as it goes at as_of,
  * recording its new state and every decision.
  */
@@ -614,6 +679,9 @@ run_enrollment(ExecState *st, ExecEnrollment *en)
 			case STEP_SMS:
 				if (run_send(st, en, step) == SEND_DEFERRED)
 					return;
+				break;
+			case STEP_WAIT_UNTIL:
+				target = run_wait_until(st, en, step);
 				break;
 			case STEP_BRANCH:
 				{
@@ -673,6 +741,7 @@ run_enrollment(ExecState *st, ExecEnrollment *en)
 						 psprintf("finished: step %d does not exist", target));
 			return;
 		}
+		exec_stats_count(st, en, target, COUNT_REACHED);
 		if (step->wait_ms > 0)
 		{
 			TimestampTz next_run_at;
@@ -735,6 +804,7 @@ clear_batches(ExecState *st)
 	st->updates.n = 0;
 	st->messages.n = 0;
 	st->log.n = 0;
+	exec_stats_discard(st);
 }
 
 /*
@@ -851,17 +921,6 @@ journey_advance_due_enrollments(PG_FUNCTION_ARGS)
 {
 	int32		batch_size;
 	TimestampTz as_of;
-	MemoryContext callcxt;
-	MemoryContext oldcxt;
-	ExecState	st;
-	HASHCTL		hctl;
-	uint64		nclaimed;
-	ExecEnrollment *ens;
-	static const Oid update_cols[UPD_NCOLS] = {UUIDOID, INT4OID, TIMESTAMPTZOID, TEXTOID,
-	TIMESTAMPTZOID, TEXTOID};
-	static const Oid message_cols[MSG_NCOLS] = {UUIDOID, UUIDOID, UUIDOID, INT4OID, UUIDOID,
-	TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
-	static const Oid log_cols[LOG_NCOLS] = {UUIDOID, UUIDOID, INT4OID, TEXTOID, TEXTOID, INT4OID};
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -882,6 +941,24 @@ journey_advance_due_enrollments(PG_FUNCTION_ARGS)
 				 errmsg("p_as_of must be a finite timestamp"),
 				 errhint("Pass the time the steps run at, such as now().")));
 
+	PG_RETURN_INT32(journey_executor_run(batch_size, as_of, (Datum) 0));
+}
+
+int32
+journey_executor_run(int32 batch_size, TimestampTz as_of, Datum only_enrollment)
+{
+	MemoryContext callcxt;
+	MemoryContext oldcxt;
+	ExecState	st;
+	HASHCTL		hctl;
+	uint64		nclaimed;
+	ExecEnrollment *ens;
+	static const Oid update_cols[UPD_NCOLS] = {UUIDOID, INT4OID, TIMESTAMPTZOID, TEXTOID,
+	TIMESTAMPTZOID, TEXTOID};
+	static const Oid message_cols[MSG_NCOLS] = {UUIDOID, UUIDOID, UUIDOID, INT4OID, UUIDOID,
+	TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+	static const Oid log_cols[LOG_NCOLS] = {UUIDOID, UUIDOID, INT4OID, TEXTOID, TEXTOID, INT4OID};
+
 	callcxt = AllocSetContextCreate(CurrentMemoryContext, "journey executor call",
 									ALLOCSET_DEFAULT_SIZES);
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -890,6 +967,7 @@ journey_advance_due_enrollments(PG_FUNCTION_ARGS)
 
 	memset(&st, 0, sizeof(st));
 	st.as_of = as_of;
+	st.only_enrollment = only_enrollment;
 	hctl.keysize = UUID_LEN;
 	hctl.entrysize = sizeof(ExecSequence);
 	hctl.hcxt = callcxt;
@@ -903,7 +981,7 @@ journey_advance_due_enrollments(PG_FUNCTION_ARGS)
 		MemoryContextSwitchTo(oldcxt);
 		SPI_finish();
 		MemoryContextDelete(callcxt);
-		PG_RETURN_INT32(0);
+		return 0;
 	}
 
 	st.t_active = CStringGetTextDatum("active");
@@ -942,6 +1020,6 @@ journey_advance_due_enrollments(PG_FUNCTION_ARGS)
 	MemoryContextSwitchTo(oldcxt);
 	SPI_finish();
 	MemoryContextDelete(callcxt);
-	PG_RETURN_INT32((int32) nclaimed);
+	return (int32) nclaimed;
 }
 

@@ -129,6 +129,9 @@ typedef struct ExecState
 	Batch		updates;		/* UpdateCol */
 	Batch		messages;		/* MessageCol */
 	Batch		log;			/* LogCol */
+	HTAB	   *step_counts;	/* the step_counters this call adds to (stats.c) */
+	bool		schema_0_3;		/* versions and step_counters exist */
+	Datum		only_enrollment;	/* a uuid: claim just that one (simulate) */
 	Datum		t_active;
 	Datum		t_finished;
 	Datum		t_stopped;
@@ -199,5 +202,30 @@ extern void exec_load_events(ExecState *st, ExecEnrollment *ens, int nens);
 
 /* Writes the messages, the log and the enrollments' new state. */
 extern void exec_apply(ExecState *st);
+
+/* What journey.step_counters counts (stats.c). */
+typedef enum StepCount
+{
+	COUNT_REACHED,
+	COUNT_SKIPPED,
+	COUNT_DEFERRED
+} StepCount;
+
+/* Counts one arrival, skip or deferral of en at step, in memory. */
+extern void exec_stats_count(ExecState *st, ExecEnrollment *en, int32 step, StepCount what);
+
+/* Forgets the counts not applied yet (their decisions were undone). */
+extern void exec_stats_discard(ExecState *st);
+
+/* Adds the call's counts to journey.step_counters: one statement. */
+extern void exec_stats_apply(ExecState *st);
+
+/*
+ * One executor call at as_of, on up to batch_size due enrollments, or on
+ * the one enrollment only_enrollment (a uuid datum; 0 for all): the body of
+ * advance_due_enrollments, which journey.simulate also runs.  Returns how
+ * many enrollments it handled.
+ */
+extern int32 journey_executor_run(int32 batch_size, TimestampTz as_of, Datum only_enrollment);
 
 #endif							/* JOURNEY_EXECUTOR_H */

@@ -24,6 +24,8 @@
 
 /* Kept plans, prepared on first use in a backend. */
 static SPIPlanPtr claim_plan = NULL;
+static SPIPlanPtr claim_plan_before_0_3 = NULL;
+static SPIPlanPtr claim_one_plan = NULL;
 static SPIPlanPtr steps_plan = NULL;
 static SPIPlanPtr lock_plan = NULL;
 static SPIPlanPtr rate_plan = NULL;
@@ -37,32 +39,44 @@ static SPIPlanPtr log_plan = NULL;
  * context is built here, once per enrollment, in the shape render_template
  * documents.  search_path is pinned by the function's declaration.
  */
-static const char *claim_sql =
-"SELECT k.id, k.business_id, k.sequence_id, k.customer_id,"
-"       k.current_step_index, k.enrolled_at, k.trigger_event_id, k.next_run_at,"
-"       k.meta, c.email, c.phone, COALESCE(c.timezone, b.timezone),"
-"       EXISTS (SELECT FROM journey.suppressions su"
-"                WHERE su.business_id = k.business_id"
-"                  AND su.channel = 'email' AND su.address = c.email),"
-"       EXISTS (SELECT FROM journey.suppressions su"
-"                WHERE su.business_id = k.business_id"
-"                  AND su.channel = 'sms' AND su.address = c.phone),"
-"       c.full_name, c.timezone, c.external_id, c.attributes,"
-"       b.name, b.email, b.phone, b.google_review_url, b.timezone,"
-"       k.sequence_version"
-"  FROM ("
-"  SELECT e.id, e.business_id, e.sequence_id, e.customer_id,"
-"         e.current_step_index, e.enrolled_at, e.trigger_event_id, e.meta,"
-"         e.next_run_at, e.sequence_version"
-"    FROM journey.sequence_enrollments e"
-"   WHERE e.status = 'active' AND e.next_run_at <= $2"
-"     AND EXISTS (SELECT FROM journey.sequences s"
-"                  WHERE s.id = e.sequence_id AND s.status = 'active')"
-"   ORDER BY e.next_run_at"
-"   LIMIT $1"
-"     FOR UPDATE OF e SKIP LOCKED) k"
-"  JOIN journey.customers c ON c.id = k.customer_id"
-"  JOIN journey.businesses b ON b.id = k.business_id";
+#define CLAIM_SQL(VERSION_COLUMN, FILTER) \
+"SELECT k.id, k.business_id, k.sequence_id, k.customer_id," \
+"       k.current_step_index, k.enrolled_at, k.trigger_event_id, k.next_run_at," \
+"       k.meta, c.email, c.phone, COALESCE(c.timezone, b.timezone)," \
+"       EXISTS (SELECT FROM journey.suppressions su" \
+"                WHERE su.business_id = k.business_id" \
+"                  AND su.channel = 'email' AND su.address = c.email)," \
+"       EXISTS (SELECT FROM journey.suppressions su" \
+"                WHERE su.business_id = k.business_id" \
+"                  AND su.channel = 'sms' AND su.address = c.phone)," \
+"       c.full_name, c.timezone, c.external_id, c.attributes," \
+"       b.name, b.email, b.phone, b.google_review_url, b.timezone," \
+"       k.sequence_version" \
+"  FROM (" \
+"  SELECT e.id, e.business_id, e.sequence_id, e.customer_id," \
+"         e.current_step_index, e.enrolled_at, e.trigger_event_id, e.meta," \
+"         e.next_run_at, " VERSION_COLUMN \
+"    FROM journey.sequence_enrollments e" \
+"   WHERE e.status = 'active' AND e.next_run_at <= $2" FILTER \
+"     AND EXISTS (SELECT FROM journey.sequences s" \
+"                  WHERE s.id = e.sequence_id AND s.status = 'active')" \
+"   ORDER BY e.next_run_at" \
+"   LIMIT $1" \
+"     FOR UPDATE OF e SKIP LOCKED) k" \
+"  JOIN journey.customers c ON c.id = k.customer_id" \
+"  JOIN journey.businesses b ON b.id = k.business_id"
+
+static const char *claim_sql = CLAIM_SQL("e.sequence_version", "");
+
+/*
+ * The same claim for a schema older than 0.3 (the new library runs before
+ * ALTER EXTENSION UPDATE): every enrollment is on version 1, and there are
+ * no step counters to add to.
+ */
+static const char *claim_sql_before_0_3 = CLAIM_SQL("1 AS sequence_version", "");
+
+/* One enrollment only: journey.simulate's (simulate.c). */
+static const char *claim_one_sql = CLAIM_SQL("e.sequence_version", " AND e.id = $3");
 
 /* steps_sql's columns (1-based) */
 typedef enum StepsCol
@@ -476,6 +490,7 @@ exec_apply(ExecState *st)
 		run_plan(journey_keep_plan(&update_plan, update_sql, 6, types), values, nulls,
 				 SPI_OK_UPDATE);
 	}
+	exec_stats_apply(st);
 }
 
 /* ---------- the claim ---------- */
@@ -520,16 +535,25 @@ exec_find_version(ExecSequence *seq, int32 version)
 uint64
 exec_claim(ExecState *st, int32 batch_size, ExecEnrollment **ens_out)
 {
-	Oid			claim_types[2] = {INT8OID, TIMESTAMPTZOID};
-	Datum		claim_args[2];
+	Oid			claim_types[3] = {INT8OID, TIMESTAMPTZOID, UUIDOID};
+	Datum		claim_args[3];
 	SPITupleTable *claimed;
 	uint64		nclaimed;
 	ExecEnrollment *ens;
 
 	claim_args[0] = Int64GetDatum(batch_size);
 	claim_args[1] = TimestampTzGetDatum(st->as_of);
-	run_plan(journey_keep_plan(&claim_plan, claim_sql, 2, claim_types), claim_args, NULL,
-			 SPI_OK_SELECT);
+	st->schema_0_3 = journey_schema_has_versions();
+	claim_args[2] = st->only_enrollment;
+	if (st->only_enrollment != (Datum) 0)
+		run_plan(journey_keep_plan(&claim_one_plan, claim_one_sql, 3, claim_types), claim_args,
+				 NULL, SPI_OK_SELECT);
+	else if (st->schema_0_3)
+		run_plan(journey_keep_plan(&claim_plan, claim_sql, 2, claim_types), claim_args, NULL,
+				 SPI_OK_SELECT);
+	else
+		run_plan(journey_keep_plan(&claim_plan_before_0_3, claim_sql_before_0_3, 2,
+								   claim_types), claim_args, NULL, SPI_OK_SELECT);
 	claimed = SPI_tuptable;
 	nclaimed = SPI_processed;
 	*ens_out = NULL;
@@ -554,12 +578,12 @@ exec_claim(ExecState *st, int32 batch_size, ExecEnrollment **ens_out)
 		en->enrolled_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, CLAIM_ENROLLED_AT, &isnull));
 		en->trigger_event_id = SPI_getbinval(tup, desc, CLAIM_TRIGGER_EVENT_ID, &en->trigger_event_null);
 		en->next_run_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, CLAIM_NEXT_RUN_AT, &isnull));
+		en->version = DatumGetInt32(SPI_getbinval(tup, desc, CLAIM_SEQUENCE_VERSION, &isnull));
 		en->email = text_or_null(tup, desc, CLAIM_EMAIL);
 		en->phone = text_or_null(tup, desc, CLAIM_PHONE);
 		en->zone = text_or_null(tup, desc, CLAIM_ZONE);
 		en->email_suppressed = DatumGetBool(SPI_getbinval(tup, desc, CLAIM_EMAIL_SUPPRESSED, &isnull));
 		en->phone_suppressed = DatumGetBool(SPI_getbinval(tup, desc, CLAIM_PHONE_SUPPRESSED, &isnull));
-		en->version = DatumGetInt32(SPI_getbinval(tup, desc, CLAIM_SEQUENCE_VERSION, &isnull));
 		en->tup = tup;
 		en->seq = hash_search(st->sequences, DatumGetUUIDP(en->sequence_id), HASH_ENTER,
 							  &found);

@@ -44,6 +44,7 @@ extern int	journey_executor_batch_size;
 
 /* The journey schema's OID, looked up once per backend. */
 extern Oid	journey_schema_oid(void);
+extern bool journey_schema_has_versions(void);
 
 /*
  * Text of a top-level key of a jsonb object, or NULL when the key is

@@ -11,7 +11,10 @@
  *	1. exit events stop every active enrollment of their customer whose
  *	   sequence lists the event type in exit_event_types, cancelling the
  *	   enrollment's queued messages;
- *	2. trigger events enroll their customer, as of occurred_at, in every
+ *	2. awaited events make due at once every active enrollment of their
+ *	   customer waiting at a wait_until step for that event type, and mark
+ *	   it (meta.wait_until) so the executor takes the step's "then" arm;
+ *	3. trigger events enroll their customer, as of occurred_at, in every
  *	   active sequence of the business with that trigger_event_type,
  *	   honouring reentry.  Within one statement, a customer is enrolled
  *	   once per sequence (by the earliest event), and not at all when the
@@ -19,7 +22,7 @@
  *	   The enrollment row itself records when and by which event it began
  *	   (enrolled_at, trigger_event_id); the log holds what happened after.
  *
- * Both run as the tables' owner: the inserting role passed the events'
+ * All run as the tables' owner: the inserting role passed the events'
  * own privilege and row-level checks, and the customer foreign key on
  * events guarantees every customer belongs to its event's business.
  *
@@ -112,7 +115,47 @@ static const char *enroll_sql =
 "  RETURNING 1)"
 " SELECT count(*) FROM enrolled";
 
+/*
+ * wait_until: the earliest awaited event of the statement per waiting
+ * enrollment.  The marker records which step it arrived for and the
+ * deadline it had to beat (the enrollment's next_run_at, set on arrival at
+ * the step to arrival + timeout_ms), so the executor decides event_arrived
+ * or timed_out from the row alone, whenever it runs.  An event that
+ * occurred after the deadline leaves next_run_at alone: the timeout is due
+ * first.  The step and version are checked again on the row being updated,
+ * so an enrollment an executor moved on meanwhile is left alone.
+ */
+static const char *wake_sql =
+"UPDATE journey.sequence_enrollments en"
+"   SET next_run_at = LEAST(en.next_run_at, w.occurred_at),"
+"       meta = en.meta OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('wait_until',"
+"        pg_catalog.jsonb_build_object('step', w.step_index, 'event_id', w.event_id,"
+"         'occurred_at', w.occurred_at, 'timeout_at', en.next_run_at))"
+"  FROM (SELECT DISTINCT ON (x.id) x.id, x.current_step_index AS step_index,"
+"               x.sequence_version, e.id AS event_id, e.occurred_at"
+"          FROM journey_new_events e"
+"          JOIN journey.sequence_steps st"
+"            ON st.business_id OPERATOR(pg_catalog.=) e.business_id"
+"           AND st.kind OPERATOR(pg_catalog.=) 'wait_until'"
+"           AND (st.branch_config OPERATOR(pg_catalog.->>) 'event') OPERATOR(pg_catalog.=) e.event_type"
+"          JOIN journey.sequence_enrollments x"
+"            ON x.business_id OPERATOR(pg_catalog.=) e.business_id"
+"           AND x.customer_id OPERATOR(pg_catalog.=) e.customer_id"
+"           AND x.sequence_id OPERATOR(pg_catalog.=) st.sequence_id"
+"           AND x.sequence_version OPERATOR(pg_catalog.=) st.version"
+"           AND x.current_step_index OPERATOR(pg_catalog.=) st.step_index"
+"           AND x.status OPERATOR(pg_catalog.=) 'active'"
+"         WHERE e.customer_id IS NOT NULL"
+"         ORDER BY x.id, e.occurred_at, e.id) w"
+" WHERE en.id OPERATOR(pg_catalog.=) w.id"
+"   AND en.status OPERATOR(pg_catalog.=) 'active'"
+"   AND en.current_step_index OPERATOR(pg_catalog.=) w.step_index"
+"   AND en.sequence_version OPERATOR(pg_catalog.=) w.sequence_version"
+"   AND ((en.meta OPERATOR(pg_catalog.#>>) '{wait_until,step}')::pg_catalog.int4"
+"        IS DISTINCT FROM en.current_step_index)";
+
 static SPIPlanPtr stop_plan = NULL;
+static SPIPlanPtr wake_plan = NULL;
 static SPIPlanPtr enroll_plan = NULL;
 
 Datum
@@ -143,6 +186,18 @@ journey_match_events(PG_FUNCTION_ARGS)
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "stopping enrollments on exit events failed: %s", SPI_result_code_string(rc));
 	journey_cancel_and_log_stops(SPI_tuptable);
+	if (journey_schema_has_versions())
+	{
+		rc = SPI_execute_plan(journey_keep_plan(&wake_plan, wake_sql, 0, NULL), NULL, NULL,
+							  false, 0);
+		if (rc != SPI_OK_UPDATE)
+			elog(ERROR, "waking enrollments that await events failed: %s",
+				 SPI_result_code_string(rc));
+	}
+	/*
+	 * TODO(lead): when latency's commit wake-up of the executor lands, call
+	 * it here when SPI_processed > 0 (these enrollments are due now).
+	 */
 	rc = SPI_execute_plan(journey_keep_plan(&enroll_plan, enroll_sql, 0, NULL), NULL, NULL, false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "enrolling customers on trigger events failed: %s", SPI_result_code_string(rc));

@@ -42,6 +42,19 @@ journey_schema_oid(void)
 	return cached_schema_oid;
 }
 
+/*
+ * Whether the installed schema has 0.3's versions (and with them the step
+ * counters): false while a newer library runs on an older schema, between
+ * the library's upgrade and ALTER EXTENSION UPDATE.  A catalog cache look-up.
+ */
+bool
+journey_schema_has_versions(void)
+{
+	Oid			rel = get_relname_relid("sequence_enrollments", journey_schema_oid());
+
+	return OidIsValid(rel) && get_attnum(rel, "sequence_version") != InvalidAttrNumber;
+}
+
 bool
 journey_container_get(JsonbContainer *container, const char *key, JsonbValue *result)
 {
