@@ -29,7 +29,7 @@ SELECT journey.create_sequence('$b', '{"name": "Thanks", "status": "active",
     {"kind": "send_email", "message": {"purpose": "thank_you", "subject": "Thanks!", "body": "Hi"}},
     {"kind": "send_email", "wait_ms": 300, "message": {"purpose": "follow_up", "subject": "Again", "body": "Hi"}}]}');
 INSERT INTO journey.customers (business_id, full_name, email, external_id)
-SELECT '$b', 'Customer ' || g, 'c' || g || '\@example.com', 'cust-' || g FROM generate_series(1, 2000) g;
+SELECT '$b', 'Customer ' || g, 'c' || g || '\@example.com', 'cust-' || g FROM generate_series(1, 5000) g;
 CREATE TABLE public.handled (n integer);
 CREATE TABLE public.stream_done (at timestamptz);
 });
@@ -44,7 +44,7 @@ DECLARE
   i integer := 0;
   t0 timestamptz := clock_timestamp();
 BEGIN
-  WHILE i < 2000 AND clock_timestamp() < t0 + interval '90 s'
+  WHILE i < 5000 AND clock_timestamp() < t0 + interval '90 s'
     AND (i < 100 OR NOT EXISTS (SELECT FROM cron.job_run_details WHERE status = 'succeeded')) LOOP
     i := i + 1;
     PERFORM journey.ingest_event(b.id, 'invoice_paid', jsonb_build_object('external_id', 'cust-' || i))
