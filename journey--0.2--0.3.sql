@@ -494,17 +494,6 @@ SELECT pg_catalog.pg_extension_config_dump('journey.templates', '');
 -- Decisions taken before versions existed were all on version 1.
 UPDATE journey.enrollment_log SET sequence_version = 1 WHERE sequence_version IS NULL;
 
--- ===== columns also added by issues 13/14 =====
--- Only so that issue 15's statistics can be built and tested on this
--- branch; the versions (14) and optout (13) branches own these columns and
--- their real semantics (SPEC section 2).  The defaults keep today's
--- create_sequence and enrollment inserts working until those merge.
-ALTER TABLE journey.sequences ADD COLUMN version integer NOT NULL DEFAULT 1;
-ALTER TABLE journey.sequence_steps ADD COLUMN version integer NOT NULL DEFAULT 1;
-ALTER TABLE journey.sequence_enrollments ADD COLUMN sequence_version integer NOT NULL DEFAULT 1;
-ALTER TABLE journey.messages ADD COLUMN delivery_status text;
-ALTER TABLE journey.messages ADD COLUMN delivery_updated_at timestamptz;
-
 -- ===== simulation and statistics (issue 15) =====
 
 -- What no base table records: how many enrollments arrived at each step
