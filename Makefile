@@ -17,6 +17,7 @@ OBJS = \
 	src/executor.o \
 	src/executor_sql.o \
 	src/cron.o \
+	src/outbound.o \
 	src/providers.o \
 	src/transport.o \
 	src/worker.o \

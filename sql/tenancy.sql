@@ -176,7 +176,7 @@ FROM pg_proc p
 WHERE p.pronamespace = 'journey'::regnamespace
   AND p.proname NOT IN ('create_business', 'create_sequence', 'enroll_customer',
                         'ingest_event', 'stop_enrollment', 'render_template',
-                        'current_member', 'member_business_ids', 'check_timezone');
+                        'current_member', 'member_business_ids', 'check_timezone', 'exit_event_types_are_valid');
 SELECT p.oid::regprocedure AS callable_by_worker
 FROM pg_proc p
 WHERE p.pronamespace = 'journey'::regnamespace

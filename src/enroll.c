@@ -461,6 +461,9 @@ resolve_customer(Datum business_id, Jsonb *customer, MemoryContext cxt)
 		{
 			char	   *text = journey_jsonb_get_text(customer, names[i]);
 
+			if (i == 1 || i == 2)
+				journey_check_address(i == 1 ? "customer.email" : "customer.phone", text);
+
 			upd_values[2 + i * 2] = BoolGetDatum(journey_jsonb_get(customer, names[i]) != NULL);
 			upd_values[3 + i * 2] = text ? CStringGetTextDatum(text) : (Datum) 0;
 			upd_nulls[3 + i * 2] = text ? ' ' : 'n';

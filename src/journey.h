@@ -29,6 +29,7 @@ extern char *journey_database_name;
 extern char *journey_worker_role;
 extern char *journey_trusted_claim_roles;
 extern int	journey_max_concurrency;
+extern int	journey_max_concurrency_per_provider;
 extern int	journey_http_timeout_ms;
 extern int	journey_max_attempts;
 extern int	journey_batch_size;
@@ -58,8 +59,20 @@ extern JsonbValue *journey_jsonb_get(Jsonb *obj, const char *key);
 /* True when name is a time zone the tz database knows. */
 extern bool journey_timezone_is_valid(const char *name);
 
+/* Bounds of sequences.exit_event_types (its CHECK constraint). */
+#define JOURNEY_EXIT_EVENT_TYPES_MAX 50
+#define JOURNEY_EVENT_TYPE_MAX 200
+
 /* Adds milliseconds to a timestamp, raising 22008 on overflow. */
 extern TimestampTz journey_timestamp_add_ms(TimestampTz ts, int64 ms);
+
+/* ---------- outbound.c: what may leave the database ---------- */
+
+/* True when s holds a C0 or C1 control character or DEL. */
+extern bool journey_has_control_char(const char *s);
+
+/* Raises 22023 naming field when value holds a control character. */
+extern void journey_check_address(const char *field, const char *value);
 
 /* ---------- template.c: the template engine ---------- */
 

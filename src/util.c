@@ -16,6 +16,9 @@
 #include "datatype/timestamp.h"
 #include "fmgr.h"
 #include "pgtime.h"
+#include "catalog/pg_type.h"
+#include "mb/pg_wchar.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/jsonb.h"
@@ -27,6 +30,7 @@
 
 PG_FUNCTION_INFO_V1(journey_check_timezone);
 PG_FUNCTION_INFO_V1(journey_touch_updated_at);
+PG_FUNCTION_INFO_V1(journey_exit_event_types_are_valid);
 
 static Oid	cached_schema_oid = InvalidOid;
 
@@ -205,4 +209,34 @@ journey_spi_kept(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,
 {
 	return SPI_execute_plan(journey_keep_plan(plan, sql, nargs, argtypes),
 							values, nulls, read_only, count);
+}
+
+/*
+ * The sequences CHECK on exit_event_types: every entry non-null, non-empty
+ * and at most JOURNEY_EVENT_TYPE_MAX characters (the count is checked in
+ * SQL).  Bounded input: a CHECK runs at every write.
+ */
+Datum
+journey_exit_event_types_are_valid(PG_FUNCTION_ARGS)
+{
+	ArrayType  *arr = PG_GETARG_ARRAYTYPE_P(0);
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+
+	if (ArrayGetNItems(ARR_NDIM(arr), ARR_DIMS(arr)) > JOURNEY_EXIT_EVENT_TYPES_MAX)
+		PG_RETURN_BOOL(false);
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	for (int i = 0; i < n; i++)
+	{
+		text	   *t;
+
+		if (nulls[i])
+			PG_RETURN_BOOL(false);
+		t = DatumGetTextPP(elems[i]);
+		if (VARSIZE_ANY_EXHDR(t) == 0 ||
+			pg_mbstrlen_with_len(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t)) > JOURNEY_EVENT_TYPE_MAX)
+			PG_RETURN_BOOL(false);
+	}
+	PG_RETURN_BOOL(true);
 }
