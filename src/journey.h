@@ -134,6 +134,16 @@ extern char *journey_member_name(void);
  */
 extern void journey_require_member(Datum business_id);
 
+/*
+ * For an object (kind, id) found in business_id: unless the caller may
+ * see that business, answers exactly as a missing object does (22023
+ * "<kind> <id> does not exist" with hint), so that an id tells nobody
+ * whether another tenant has it.  journey_raise_missing is that answer.
+ */
+extern void journey_require_visible(Datum business_id, const char *kind, Datum id,
+									const char *hint);
+extern void journey_raise_missing(const char *kind, Datum id, const char *hint) pg_attribute_noreturn();
+
 /* ---------- enroll.c: enrollment shared with the trigger and executor ---------- */
 
 /*

@@ -168,10 +168,16 @@ secret_forms(const char *secret, const char *user, const char *password)
 		forms = lappend(forms, pstrdup(esc));
 		curl_free(esc);
 	}
-	initStringInfo(&json);
-	escape_json(&json, secret);
-	/* Without the quotes escape_json adds. */
-	forms = lappend(forms, pnstrdup(json.data + 1, json.len - 2));
+	/* JSON-escaped, and escaped again (a JSON answer quoting a JSON string). */
+	for (int level = 0; level < 2; level++)
+	{
+		const char *plain = level == 0 ? secret : llast(forms);
+
+		initStringInfo(&json);
+		escape_json(&json, plain);
+		/* Without the quotes escape_json adds. */
+		forms = lappend(forms, pnstrdup(json.data + 1, json.len - 2));
+	}
 	forms = lappend(forms, base64_of(secret, strlen(secret)));
 	if (user && password)
 	{

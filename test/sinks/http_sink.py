@@ -18,7 +18,7 @@ path chooses the answer:
   /drop                     closes the connection without an answer
   /slow/<ms>                200 after <ms> milliseconds
   /invalid_utf8             500 with invalid UTF-8 bytes and control chars
-  /long_id                  200 {"id": <20,000 characters with invalid bytes>}
+  /long_id                  200 {"id": <5,000 characters>}
   /echo_auth                500 echoing the Authorization header raw, URL-
                             encoded and JSON-escaped (a server that quotes
                             the request back)
@@ -96,7 +96,7 @@ class Handler(BaseHTTPRequestHandler):
         elif parts[0] == "invalid_utf8":
             self.raw(500, b'{"message": "bad \xff\xfe bytes \xc3\x28 and \x1b[31m\r\nX-Evil: 1"}')
         elif parts[0] == "long_id":
-            self.raw(200, b'{"id": "' + b"\xff" * 10 + b"x" * 20000 + b'"}')
+            self.raw(200, b'{"id": "' + "\u00e9".encode() * 10 + b"x" * 5000 + b'"}')
         elif parts[0] == "echo_auth":
             auth = self.headers.get("Authorization", "")
             self.answer(500, {"message": "you sent " + auth + " / " +
