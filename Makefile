@@ -33,9 +33,13 @@ REGRESS_OPTS = --inputdir=. --load-extension=plpgsql
 TAP_TESTS = 1
 PROVE_TESTS = test/t/*.pl
 
-PG_CPPFLAGS = -I$(srcdir)/src -std=gnu99
+PG_CONFIG ?= pg_config
+
+# The tz database the server reads: IANA zone names are its files (util.c).
+JOURNEY_TZDIR := $(or $(patsubst --with-system-tzdata=%,%,$(filter --with-system-tzdata=%,$(subst ',,$(shell $(PG_CONFIG) --configure)))),$(shell $(PG_CONFIG) --sharedir)/timezone)
+
+PG_CPPFLAGS = -I$(srcdir)/src -std=gnu99 -DJOURNEY_TZDIR='"$(JOURNEY_TZDIR)"'
 SHLIB_LINK = -lcurl
 
-PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)

@@ -62,3 +62,21 @@ SELECT pg_temp.try(format($$UPDATE journey.sequences SET exit_event_types = ARRA
 SELECT pg_temp.try(format($$UPDATE journey.sequences SET exit_event_types = ARRAY[repeat('é', 200)] WHERE id = %L$$, :'seq'));
 SELECT pg_temp.try(format($$UPDATE journey.sequences SET exit_event_types = ARRAY[repeat('é', 201)] WHERE id = %L$$, :'seq'));
 SELECT cardinality(exit_event_types) FROM journey.sequences WHERE id = :'seq';
+
+-- Time zones are IANA zones: POSIX TZ strings and the tz database's
+-- non-zone files are refused (22023).
+SELECT z, pg_temp.try(format($$INSERT INTO journey.businesses (name, timezone) VALUES ('tz', %L)$$, z))
+FROM unnest(ARRAY['ABC-167', 'XYZ3', 'EST5EDT,M3.2.0,M11.1.0', 'posixrules', 'localtime',
+                  'posix/Europe/Paris', 'right/UTC', '../zoneinfo/UTC',
+                  'America/New_York', 'europe/london', 'UTC', 'Etc/GMT-5']) AS z;
+
+-- Bounded template output: 54000 before more than about 1 MB is allocated
+-- (a 600 kB value repeated 2,000 times would be 1.2 GB).
+SELECT pg_temp.try($$SELECT journey.render_template(repeat('{{ event.v }}', 2000),
+  jsonb_build_object('event', jsonb_build_object('v', repeat('x', 600000))))$$) AS huge;
+SELECT length(journey.render_template('{{ event.v }}',
+  jsonb_build_object('event', jsonb_build_object('v', repeat('x', 1048576))))) AS exactly_1mb;
+SELECT pg_temp.try($$SELECT journey.render_template('{{ event.v }}!',
+  jsonb_build_object('event', jsonb_build_object('v', repeat('x', 1048576))))$$) AS one_byte_over;
+SELECT pg_temp.try($$SELECT journey.render_template(repeat('{{ event.o }}', 100),
+  jsonb_build_object('event', jsonb_build_object('o', jsonb_build_object('k', repeat('y', 20000)))))$$) AS objects;

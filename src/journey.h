@@ -78,6 +78,9 @@ extern void journey_check_address(const char *field, const char *value);
 
 typedef struct JourneyTemplate JourneyTemplate;
 
+/* Longest rendered text (bytes); rendering past it raises 54000. */
+#define JOURNEY_RENDER_MAX (1024 * 1024)
+
 /*
  * Parses a template once so it can be rendered many times.  A malformed
  * template raises 22023 naming the 1-based character position; "where",

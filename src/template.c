@@ -16,6 +16,7 @@
 
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
@@ -276,6 +277,22 @@ walk(JsonbContainer *container, char *const *segments, int nsegments, JsonbValue
 	return false;
 }
 
+/*
+ * Raises 54000 before out would grow past JOURNEY_RENDER_MAX with n more
+ * bytes: the check comes before the allocation, so a big value repeated
+ * many times never costs more than about the limit in memory.
+ */
+static void
+ensure_room(StringInfo out, Size n)
+{
+	if ((Size) out->len + n > JOURNEY_RENDER_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("rendered template would exceed %d bytes", JOURNEY_RENDER_MAX),
+				 errdetail("A message's subject or body is at most 1 MB."),
+				 errhint("Shorten the template or the values it inserts.")));
+}
+
 /* Appends a scalar's text; returns false for null or empty. */
 static bool
 append_value(StringInfo out, JsonbValue *v)
@@ -287,18 +304,23 @@ append_value(StringInfo out, JsonbValue *v)
 		case jbvString:
 			if (v->val.string.len == 0)
 				return false;
+			ensure_room(out, v->val.string.len);
 			appendBinaryStringInfo(out, v->val.string.val, v->val.string.len);
 			return true;
 		case jbvNumeric:
 			appendStringInfoString(out,
 								   DatumGetCString(DirectFunctionCall1(numeric_out,
 																	   NumericGetDatum(v->val.numeric))));
+			ensure_room(out, 0);
 			return true;
 		case jbvBool:
 			appendStringInfoString(out, v->val.boolean ? "true" : "false");
 			return true;
 		default:
+			/* Its text is about as long as its binary form. */
+			ensure_room(out, v->val.binary.len);
 			(void) JsonbToCString(out, v->val.binary.data, v->val.binary.len);
+			ensure_room(out, 0);
 			return true;
 	}
 }
@@ -323,6 +345,7 @@ append_first_word(StringInfo out, JsonbValue *full_name)
 		end++;
 	if (end == start)
 		return false;
+	ensure_room(out, end - start);
 	appendBinaryStringInfo(out, s + start, end - start);
 	return true;
 }
@@ -392,8 +415,10 @@ journey_template_render(const JourneyTemplate *tmpl, Jsonb *context,
 	{
 		const TemplateNode *node = &tmpl->nodes[i];
 
+		CHECK_FOR_INTERRUPTS();
 		if (!node->is_tag)
 		{
+			ensure_room(out, node->text_len);
 			appendBinaryStringInfo(out, node->text, node->text_len);
 			continue;
 		}
@@ -401,6 +426,7 @@ journey_template_render(const JourneyTemplate *tmpl, Jsonb *context,
 			continue;
 		if (node->default_value != NULL)
 		{
+			ensure_room(out, strlen(node->default_value));
 			appendStringInfoString(out, node->default_value);
 			continue;
 		}

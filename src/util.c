@@ -8,6 +8,8 @@
  */
 #include "postgres.h"
 
+#include <sys/stat.h>
+
 #include "access/htup_details.h"
 #include "catalog/namespace.h"
 #include "commands/trigger.h"
@@ -98,11 +100,36 @@ journey_timezone_is_valid(const char *name)
 	 * "-3"): a recipient's zone must follow daylight saving rules, which a
 	 * bare offset silently ignores.
 	 */
+	pg_tz	   *tz;
+	const char *canonical;
+	char		path[MAXPGPATH];
+	struct stat st;
+
 	if (name == NULL || name[0] == '\0' || strlen(name) >= TZ_STRLEN_MAX)
 		return false;
 	if (strchr("+-0123456789", name[0]) != NULL)
 		return false;
-	return pg_tzset(name) != NULL;
+	if ((tz = pg_tzset(name)) == NULL)
+		return false;
+
+	/*
+	 * pg_tzset also takes POSIX TZ strings ("ABC-167"), which follow no
+	 * daylight saving rules of any place: an IANA zone is a file of the tz
+	 * database (under the name pg_tzset found, in its canonical case).
+	 * "posixrules" and "localtime" are files there but no zones, and the
+	 * "posix/" and "right/" trees duplicate the zones under other names.
+	 */
+	canonical = pg_get_timezone_name(tz);
+	if (canonical == NULL || strstr(canonical, "..") != NULL ||
+		pg_strcasecmp(canonical, "posixrules") == 0 ||
+		pg_strcasecmp(canonical, "localtime") == 0 ||
+		pg_strncasecmp(canonical, "posix/", 6) == 0 ||
+		pg_strncasecmp(canonical, "right/", 6) == 0)
+		return false;
+	if (pg_strcasecmp(canonical, "UTC") == 0 || pg_strcasecmp(canonical, "GMT") == 0)
+		return true;			/* built in, even without a tz database */
+	snprintf(path, sizeof(path), "%s/%s", JOURNEY_TZDIR, canonical);
+	return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
 Datum

@@ -109,6 +109,7 @@ journey_wake_sender(PG_FUNCTION_ARGS)
 
 static int	my_slot = -1;
 static char claim_token[32];	/* this server's system identifier */
+static char probation_token[48];	/* the same for the probation lane */
 static bool reclaim_own = true; /* first claim puts back a dead sender's rows */
 static bool need_claim = true;
 static TimestampTz next_poll = 0;
@@ -142,6 +143,7 @@ static SPIPlanPtr claim_plan;
 static SPIPlanPtr claim_ids_plan;
 static SPIPlanPtr reclaim_own_plan;
 static SPIPlanPtr reclaim_expired_plan;
+static SPIPlanPtr requeue_refunded_plan;
 static SPIPlanPtr next_due_plan;
 static SPIPlanPtr no_provider_plan;
 static SPIPlanPtr apply_marks_plan;
@@ -219,13 +221,40 @@ CLAIM_SQL(" AND m.id OPERATOR(pg_catalog.=) ANY ($4)");
 "     lease_expires_at = NULL, claimed_by = NULL"
 
 /* Rows someone holds locked are left for the next pass: never wait. */
+/*
+ * The same for this server's dead sender ($1), which claimed in two lanes:
+ * batches ($1) and the probation lane ($1 || '/probation', see
+ * claim_and_send).  When a probation message was in flight the crash is
+ * blamed on it: the batch messages get their attempt back and go back to
+ * the queue as any other.  Otherwise every message in flight is a suspect.
+ * Returns how many were put back and the suspects to put on probation.
+ */
 static const char *reclaim_own_sql =
-"WITH r AS (UPDATE journey.messages" RECLAIM_SET
+"WITH held AS (SELECT id, claimed_by FROM journey.messages"
+"   WHERE status OPERATOR(pg_catalog.=) 'sending'"
+"     AND (claimed_by OPERATOR(pg_catalog.=) $1"
+"          OR claimed_by OPERATOR(pg_catalog.=) ($1 OPERATOR(pg_catalog.||) '/probation'))"
+"   FOR UPDATE SKIP LOCKED),"
+" blame AS (SELECT h.id, (h.claimed_by OPERATOR(pg_catalog.<>) $1"
+"     OR NOT EXISTS (SELECT 1 FROM held p WHERE p.claimed_by OPERATOR(pg_catalog.<>) $1)) AS suspect"
+"   FROM held h),"
+" refund AS (UPDATE journey.messages m"
+"    SET attempts = m.attempts OPERATOR(pg_catalog.-) 1"
+"   FROM blame b WHERE m.id OPERATOR(pg_catalog.=) b.id AND NOT b.suspect"
+"   RETURNING m.id),"
+" r AS (UPDATE journey.messages" RECLAIM_SET
+" WHERE id IN (SELECT id FROM blame WHERE suspect)"
+" RETURNING id, status)"
+" SELECT (SELECT pg_catalog.count(*) FROM held),"
+"   (SELECT pg_catalog.array_agg(id) FILTER (WHERE status OPERATOR(pg_catalog.=) 'queued') FROM r),"
+"   (SELECT pg_catalog.count(*) FROM refund)";
+
+/* What refund left 'sending': a second statement sees its update. */
+static const char *requeue_refunded_sql =
+"UPDATE journey.messages" RECLAIM_SET
 " WHERE id IN (SELECT id FROM journey.messages"
 "   WHERE status OPERATOR(pg_catalog.=) 'sending' AND claimed_by OPERATOR(pg_catalog.=) $1"
-"   FOR UPDATE SKIP LOCKED)"
-" RETURNING id, status)"
-" SELECT pg_catalog.count(*), pg_catalog.array_agg(id) FILTER (WHERE status OPERATOR(pg_catalog.=) 'queued') FROM r";
+"   FOR UPDATE SKIP LOCKED)";
 
 static const char *reclaim_expired_sql =
 "UPDATE journey.messages" RECLAIM_SET
@@ -266,7 +295,7 @@ static const char *result_sql =
 " mine AS ("
 " SELECT m.id FROM journey.messages m"
 "  WHERE m.id OPERATOR(pg_catalog.=) ANY ($1) AND m.status OPERATOR(pg_catalog.=) 'sending'"
-"    AND m.claimed_by OPERATOR(pg_catalog.=) $6"
+"    AND pg_catalog.split_part(m.claimed_by, '/', 1) OPERATOR(pg_catalog.=) $6"
 "  FOR UPDATE OF m SKIP LOCKED),"
 " upd AS ("
 " UPDATE journey.messages m"
@@ -292,7 +321,7 @@ static const char *result_sql =
 "  WHERE r.id NOT IN (SELECT id FROM upd)"
 "    AND EXISTS (SELECT 1 FROM journey.messages m"
 "      WHERE m.id OPERATOR(pg_catalog.=) r.id AND m.status OPERATOR(pg_catalog.=) 'sending'"
-"        AND m.claimed_by OPERATOR(pg_catalog.=) $6)";
+"        AND pg_catalog.split_part(m.claimed_by, '/', 1) OPERATOR(pg_catalog.=) $6)";
 
 /*
  * Sets last_review_request_at from the recorded sends, on customer rows no
@@ -338,6 +367,7 @@ prepare_plans(void)
 	journey_keep_plan(&claim_ids_plan, claim_ids_sql, 7, claim_types);
 	journey_keep_plan(&reclaim_own_plan, reclaim_own_sql, 2, reclaim_types);
 	journey_keep_plan(&reclaim_expired_plan, reclaim_expired_sql, 2, reclaim_types);
+	journey_keep_plan(&requeue_refunded_plan, requeue_refunded_sql, 2, reclaim_types);
 	journey_keep_plan(&next_due_plan, next_due_sql, 0, NULL);
 	journey_keep_plan(&no_provider_plan, no_provider_sql, 0, NULL);
 	journey_keep_plan(&apply_marks_plan, apply_marks_sql, 0, NULL);
@@ -797,31 +827,37 @@ claim_and_send(bool in_xact)
 	if (reclaim_own)
 	{
 		bool		isnull;
+		bool		ids_null;
 		int64		n;
+		int64		refunded;
 		Datum		ids;
 
 		if (SPI_execute_plan(reclaim_own_plan, args, NULL, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "journey sender could not reclaim its messages");
 		n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		ids = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
-
+		refunded = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+		ids = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &ids_null);
 		/*
-		 * One of them may be what killed the last sender.  Send them first
-		 * and one at a time, so that a crash counts an attempt against that
-		 * message alone and it fails by itself instead of taking a whole
-		 * batch with it.
+		 * One of them may be what killed the last sender.  Send them one
+		 * at a time in a lane of their own, so that a crash counts an
+		 * attempt against that message alone and it fails by itself
+		 * instead of taking a whole batch with it.
 		 */
-		if (!isnull)
+		if (!ids_null)
 		{
 			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
 
 			probation = datumCopy(ids, false, -1);
 			MemoryContextSwitchTo(old);
 		}
+		if (refunded > 0 &&
+			SPI_execute_plan(requeue_refunded_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "journey sender could not reclaim its messages");
+
 		if (n > 0)
 			ereport(LOG,
 					(errmsg("journey sender put back " INT64_FORMAT " message(s) an earlier sender left unfinished", n),
-					 errdetail("They are sent again first, one at a time.")));
+					 errdetail("The ones that may have stopped it are sent again one at a time, beside the rest.")));
 		reclaim_own = false;
 	}
 	if (SPI_execute_plan(reclaim_expired_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
@@ -862,6 +898,7 @@ claim_and_send(bool in_xact)
 	if (probation != (Datum) 0 && probation_in_flight == 0 && want > 0)
 	{
 		args[0] = Int32GetDatum(1);
+		args[1] = CStringGetTextDatum(probation_token);
 		if (SPI_execute_plan(claim_ids_plan, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "journey sender could not claim messages");
 		if (SPI_processed == 0)
@@ -877,6 +914,7 @@ claim_and_send(bool in_xact)
 			probation_in_flight = msgs[0]->id;
 			want--;
 		}
+		args[1] = CStringGetTextDatum(claim_token);
 	}
 	if (want > 0)
 	{
@@ -998,6 +1036,7 @@ journey_sender_main(Datum main_arg)
 	before_shmem_exit(sender_detach, (Datum) 0);
 
 	snprintf(claim_token, sizeof(claim_token), UINT64_FORMAT, GetSystemIdentifier());
+	snprintf(probation_token, sizeof(probation_token), "%s/probation", claim_token);
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "journey sender loop",
 									 ALLOCSET_DEFAULT_SIZES);
 	results_cxt = AllocSetContextCreate(TopMemoryContext, "journey sender results",

@@ -66,7 +66,7 @@ my $pid = $node->safe_psql('postgres', "SELECT pid FROM pg_stat_activity WHERE b
 kill 'KILL', $pid;
 ok(wait_for($node, "SELECT count(*) > 0 FROM pg_stat_activity WHERE backend_type = 'journey sender' AND pid <> $pid", 't', 60),
 	'the sender is back after the crash');
-ok(wait_for($node, "SELECT count(*) FROM journey.messages WHERE business_id = '$slow' AND status = 'sending' AND claimed_by = '$sysid' AND lease_expires_at < now() + interval '30 minutes'", '1', 30),
+ok(wait_for($node, "SELECT count(*) FROM journey.messages WHERE business_id = '$slow' AND status = 'sending' AND claimed_by = '$sysid/probation' AND lease_expires_at < now() + interval '30 minutes'", '1', 30),
 	'the taken-back messages go one at a time');
 $m = queue_message($node, business => $fast);
 ($ok, $took) = sent_within($m);
