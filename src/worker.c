@@ -488,7 +488,10 @@ provider_request_done(JourneyMessage *msg)
 	int			i = l - loads;
 
 	if (msg->id == probation_in_flight)
+	{
 		probation_in_flight = 0;
+		need_claim = true;		/* the lane's next one */
+	}
 	if (--l->in_flight <= 0)
 		loads[i] = loads[--n_loads];	/* keep the list to busy providers */
 	if (provider_capped)
