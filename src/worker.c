@@ -443,11 +443,32 @@ backoff_ms(int attempts)
 	return d / 2 + (int64) pg_prng_uint64_range(&pg_global_prng_state, 0, d - d / 2);
 }
 
+/*
+ * Results are written in batches: at once when a claim is due (the same
+ * commit covers both) or nothing else is in flight, otherwise once the
+ * oldest has waited RESULTS_GATHER_MS.  Writing each as it came would cost
+ * one durable commit per message while a provider is at its cap.
+ */
+#define RESULTS_GATHER_MS 20
+static TimestampTz results_first_at = 0;
+static bool room_to_claim(void);
+
+static bool
+results_due(void)
+{
+	return (need_claim && room_to_claim()) ||
+		journey_transport_in_flight() == 0 ||
+		n_results >= journey_max_concurrency_per_provider ||
+		GetCurrentTimestamp() >= TimestampTzPlusMilliseconds(results_first_at, RESULTS_GATHER_MS);
+}
+
 static void
 add_result(JourneyResult *r)
 {
 	MemoryContext old = MemoryContextSwitchTo(results_cxt);
 
+	if (n_results == 0)
+		results_first_at = GetCurrentTimestamp();
 	if (n_results == max_results)
 	{
 		max_results = Max(64, max_results * 2);
@@ -492,10 +513,16 @@ provider_request_done(JourneyMessage *msg)
 		probation_in_flight = 0;
 		need_claim = true;		/* the lane's next one */
 	}
+	/*
+	 * A provider that was full gets more once half its room is free, so
+	 * that it is claimed for in batches (one commit for many), not one
+	 * message per finished request.
+	 */
+	if (provider_capped &&
+		l->in_flight - 1 <= journey_max_concurrency_per_provider / 2)
+		need_claim = true;
 	if (--l->in_flight <= 0)
 		loads[i] = loads[--n_loads];	/* keep the list to busy providers */
-	if (provider_capped)
-		need_claim = true;
 }
 
 /* Takes every finished request off the transport as a result to write. */
@@ -991,7 +1018,7 @@ wait_timeout(void)
 	if (marks_retry_at != 0)
 		t = Min(t, marks_retry_at > now ? (long) ((marks_retry_at - now) / 1000) + 1 : 0);
 	if (n_results > 0)
-		t = Min(t, 100);
+		t = Min(t, RESULTS_GATHER_MS);
 	return t;
 }
 
@@ -1112,7 +1139,7 @@ journey_sender_main(Datum main_arg)
 
 		PG_TRY();
 		{
-			if (n_results > 0)
+			if (n_results > 0 && results_due())
 			{
 				bool		claim = need_claim && room_to_claim();
 
@@ -1120,7 +1147,7 @@ journey_sender_main(Datum main_arg)
 				if (write_results(claim))
 					claim_and_send(true);
 			}
-			else if (need_claim && room_to_claim())
+			else if (n_results == 0 && need_claim && room_to_claim())
 				claim_and_send(false);
 		}
 		PG_CATCH();
