@@ -1,6 +1,6 @@
--- Executor: the checks of a send step, in SPEC section 4's order: address and
--- suppression, quiet hours in the recipient's zone, rolling rate limits,
--- rendering; then one message per step.
+-- Executor: the checks of a send step, in the order the executor makes
+-- them: address and suppression, quiet hours in the recipient's zone,
+-- rolling rate limits, rendering; then one message per step.
 DROP EXTENSION IF EXISTS journey CASCADE;
 CREATE EXTENSION journey;
 SET timezone = 'UTC';
@@ -10,13 +10,7 @@ SET datestyle = 'ISO, YMD';
 INSERT INTO journey.businesses (id, name, timezone, google_review_url)
 VALUES (:'b1', 'Pipe Dreams', 'America/New_York', NULL);
 
--- What happened to one enrollment, in order.
-CREATE FUNCTION pg_temp.log_of(p_enrollment uuid)
-RETURNS TABLE (step integer, outcome text, detail text, at timestamptz)
-LANGUAGE sql AS $$
-  SELECT step_index, outcome, detail, at FROM journey.enrollment_log
-   WHERE enrollment_id = p_enrollment ORDER BY id
-$$;
+\i test/sql/helpers.sql
 
 -- ---------------------------------------------------------------
 -- Address, suppression and rendering: skipped, logged, the journey goes on

@@ -15,14 +15,6 @@ INSERT INTO journey.customers (id, business_id, full_name, email, phone) VALUES
   ('00000000-0000-0000-0000-0000000000c2', :'b1', 'Bob Stone', 'bob@example.com', NULL),
   ('00000000-0000-0000-0000-0000000000c3', :'b1', 'Cy Young', 'cy@example.com', NULL);
 
--- What happened to one enrollment, in order.
-CREATE FUNCTION pg_temp.log_of(p_enrollment uuid)
-RETURNS TABLE (step integer, outcome text, detail text, at timestamptz)
-LANGUAGE sql AS $$
-  SELECT step_index, outcome, detail, at FROM journey.enrollment_log
-   WHERE enrollment_id = p_enrollment ORDER BY id
-$$;
-
 -- ---------------------------------------------------------------
 -- A journey through waits, sends, a zero-delay chain and a jump
 -- ---------------------------------------------------------------

@@ -10,7 +10,7 @@ INSERT INTO journey.businesses (id, name, timezone, google_review_url)
 VALUES ('00000000-0000-0000-0000-0000000000b1', 'Pipe Dreams Plumbing', 'America/New_York',
         'https://g.page/r/pipe-dreams/review');
 
--- The SPEC's example journey.
+-- A review-request journey: thank you, wait, branch on the phone, review ask.
 SELECT journey.create_sequence('00000000-0000-0000-0000-0000000000b1', $${
   "name": "Review request", "description": "Thank, then ask for a review", "status": "active",
   "trigger_event_type": "invoice_paid", "exit_event_types": ["review_left"],

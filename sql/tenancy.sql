@@ -1,4 +1,4 @@
--- Tenancy and security (SPEC section 6): privileges, row-level security,
+-- Tenancy and security: privileges, row-level security,
 -- create_business, and a hostile tenant refused at every table.
 --
 -- The regression server's session_user is the bootstrap superuser, which
@@ -53,27 +53,7 @@ BEGIN
     RETURN true;
 END
 $$;
--- A fingerprint of one business's rows in every journey table, to show
--- that refused attempts wrote nothing.
-CREATE FUNCTION regress_tenancy.fingerprint(p_business uuid) RETURNS text
-LANGUAGE plpgsql AS $$
-DECLARE
-    t text;
-    acc text := '';
-    h text;
-BEGIN
-    FOR t IN SELECT c.relname FROM pg_class c
-             WHERE c.relnamespace = 'journey'::regnamespace AND c.relkind = 'r'
-             ORDER BY 1 LOOP
-        EXECUTE format('SELECT md5(coalesce(string_agg(x::text, '','' ORDER BY x::text), '''')) '
-                       'FROM journey.%I x '
-                       'WHERE coalesce(to_jsonb(x)->>''business_id'', to_jsonb(x)->>''id'') = $1::text', t)
-            INTO h USING p_business;
-        acc := acc || t || '=' || h || ';';
-    END LOOP;
-    RETURN md5(acc);
-END
-$$;
+\i test/sql/helpers.sql
 
 -- ===================================================================
 -- The privilege model, read from the catalogs
@@ -108,7 +88,7 @@ WHERE c.relnamespace = 'journey'::regnamespace AND c.relkind IN ('r', 'S')
   AND c.relname IN ('businesses', 'business_members', 'customers', 'sequences',
                     'sequence_steps', 'sequence_enrollments', 'events', 'messages',
                     'enrollment_log', 'suppressions', 'providers', 'events_id_seq',
-                    'messages_id_seq', 'enrollment_log_id_seq')
+                    'messages_id_seq', 'enrollment_log_id_seq', 'templates')
 ORDER BY 1;
 -- The timeline view: read-only, and read with the reader's own rights, so
 -- the tables' policies apply to it.
@@ -124,7 +104,8 @@ FROM pg_class c
 WHERE c.relnamespace = 'journey'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
   AND c.relname NOT IN ('businesses', 'business_members', 'customers', 'sequences',
                         'sequence_steps', 'sequence_enrollments', 'events', 'messages',
-                        'enrollment_log', 'suppressions', 'timeline')
+                        'enrollment_log', 'suppressions', 'timeline', 'queue_stats',
+                        'message_deliveries', 'templates')
   AND (has_table_privilege('journey_user', c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')
        OR has_any_column_privilege('journey_user', c.oid, 'SELECT, INSERT, UPDATE, REFERENCES'))
 ORDER BY 1;
@@ -176,7 +157,15 @@ FROM pg_proc p
 WHERE p.pronamespace = 'journey'::regnamespace
   AND p.proname NOT IN ('create_business', 'create_sequence', 'enroll_customer',
                         'ingest_event', 'stop_enrollment', 'render_template',
-                        'current_member', 'member_business_ids', 'check_timezone', 'exit_event_types_are_valid');
+                        'current_member', 'member_business_ids', 'check_timezone',
+                        'forget_customer', 'create_template', 'update_sequence',
+                        -- opt-outs (issue 13): CHECK and index helpers,
+                        -- the caps' API, the unsubscribe link and the
+                        -- worker's List-Unsubscribe header
+                        'frequency_caps_valid', 'normalize_phone', 'set_frequency_caps',
+                        'unsubscribe', 'unsubscribe_link', 'simulate',
+                        -- hardening (issue 12): a CHECK's helper
+                        'exit_event_types_are_valid');
 SELECT p.oid::regprocedure AS callable_by_worker
 FROM pg_proc p
 WHERE p.pronamespace = 'journey'::regnamespace
@@ -196,11 +185,23 @@ FROM pg_proc p
 WHERE p.pronamespace = 'journey'::regnamespace AND p.prosecdef
   AND NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%');
 
+-- Every function that runs queries pins search_path in its declaration:
+-- journey's one defence against capture.  Those listed run no query; a new
+-- function missing the pin shows up here.
+SELECT p.oid::regprocedure AS runs_no_query_so_unpinned
+FROM pg_proc p
+WHERE p.pronamespace = 'journey'::regnamespace
+  AND NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) c
+                  WHERE c = 'search_path=pg_catalog, pg_temp')
+ORDER BY 1::text;
+
 -- Every tenant table has an index leading with business_id (id for
 -- businesses), so the policies' "business_id = ANY (...)" is an index scan.
 SELECT c.relname AS table_without_business_index
 FROM pg_class c
 WHERE c.relnamespace = 'journey'::regnamespace AND c.relkind = 'r'
+  -- not tenant tables: admin-only, of no one business (issues 11, 13)
+  AND c.relname NOT IN ('installation', 'inbound_sms', 'unsubscribe_secret', 'delivery_pending')
   AND NOT EXISTS (
       SELECT 1 FROM pg_index i
       JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
@@ -267,7 +268,7 @@ VALUES (:'business_b', '00000000-0000-0000-0000-0000000000e1', 1, 'queued', '203
 INSERT INTO journey.providers (business_id, channel, kind, endpoint, credentials)
 VALUES (:'business_b', 'email', 'webhook', 'https://hooks.example.com/b', 'secret-token-b');
 SELECT id AS customer_b FROM journey.customers WHERE external_id = 'b-1' \gset
-SELECT regress_tenancy.fingerprint(:'business_b') AS before_attacks \gset
+SELECT pg_temp.fingerprint(:'business_b') AS before_attacks \gset
 
 -- ===================================================================
 -- A hostile tenant (A) against B.  Each line is one attempt; reads
@@ -440,8 +441,8 @@ SELECT regress_tenancy.try(format(
     'SELECT journey.stop_enrollment(%L, ''mine now'')',
     '00000000-0000-0000-0000-00000000dead')), '00000000-0000-0000-0000-00000000dead',
     '00000000-0000-0000-0000-0000000000e1') AS stop_foreign_same_as_missing;
--- Own objects mixed with B's: SPEC section 3 answers 22023 for a customer
--- of another business (the call writes nothing either).
+-- Own objects mixed with B's: a customer of another business answers
+-- 22023, as a missing one does (the call writes nothing either).
 SELECT journey.create_sequence(:'business_a',
     '{"name": "Alpha thanks", "status": "active", "allow_manual_enroll": true,
       "trigger_event_type": "invoice_paid", "exit_event_types": ["review_left"],
@@ -531,7 +532,7 @@ DROP FUNCTION pg_temp.gen_random_uuid();
 RESET ROLE;
 
 -- Nothing of B changed, and A's refused writes left no trace.
-SELECT regress_tenancy.fingerprint(:'business_b') = :'before_attacks' AS b_untouched;
+SELECT pg_temp.fingerprint(:'business_b') = :'before_attacks' AS b_untouched;
 SELECT count(*) AS b_customers, bool_and(email = 'betty@example.com') AS email_kept
 FROM journey.customers WHERE business_id = :'business_b';
 SELECT (SELECT count(*) FROM journey.business_members WHERE business_id = :'business_b') AS b_members,

@@ -54,6 +54,10 @@ CREATE FUNCTION pg_temp.journey_objects() RETURNS SETOF text LANGUAGE sql AS $$
     SELECT format('view %s: %s', c.relname, pg_get_viewdef(c.oid))
       FROM pg_class c WHERE c.relnamespace = 'journey'::regnamespace AND c.relkind = 'v'
     UNION ALL
+    SELECT format('dumped %s where %s', c.rel::regclass, c.cond)
+      FROM pg_extension x, unnest(x.extconfig, x.extcondition) AS c(rel, cond)
+     WHERE x.extname = 'journey'
+    UNION ALL
     SELECT 'member ' || pg_describe_object(d.classid, d.objid, d.objsubid)
       FROM pg_depend d JOIN pg_extension x ON x.oid = d.refobjid
      WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e' AND x.extname = 'journey'
@@ -80,13 +84,38 @@ VALUES ('00000000-0000-0000-0000-0000000000b1', 'Pipe Dreams', 'America/New_York
 INSERT INTO journey.customers (id, business_id, full_name, email)
 VALUES ('00000000-0000-0000-0000-0000000000c1', '00000000-0000-0000-0000-0000000000b1',
         'Ada Lovelace', 'ada@example.com');
-SELECT journey.create_sequence('00000000-0000-0000-0000-0000000000b1', $j$
-  {"name": "Thanks", "status": "active", "trigger_event_type": "invoice_paid",
-   "steps": [{"kind": "send_email", "message": {"subject": "Thanks", "body": "Hi {{customer.first_name}}"}},
-             {"kind": "wait", "wait_ms": 60000}]}$j$) IS NOT NULL AS created;
-SELECT journey.ingest_event('00000000-0000-0000-0000-0000000000b1', 'invoice_paid',
-  '{"id": "00000000-0000-0000-0000-0000000000c1"}', '{}', 'evt-1', '2027-01-12 15:00+00') IS NOT NULL AS ingested;
-SELECT journey.advance_due_enrollments(100, '2027-01-12 15:00+00') AS advanced;
+-- In flight: written directly, because the library installed is the
+-- newest one and its API expects the newest schema (0.3 added versions);
+-- the state is what the 0.1 executor left after running step 1.
+INSERT INTO journey.sequences (id, business_id, name, status, trigger_event_type)
+VALUES ('00000000-0000-0000-0000-0000000000a1', '00000000-0000-0000-0000-0000000000b1',
+        'Thanks', 'active', 'invoice_paid');
+INSERT INTO journey.sequence_steps (business_id, sequence_id, kind, step_index, wait_ms,
+                                    message_config) VALUES
+  ('00000000-0000-0000-0000-0000000000b1', '00000000-0000-0000-0000-0000000000a1', 'send_email', 1, 0,
+   '{"subject": "Thanks", "body": "Hi {{customer.first_name}}"}'),
+  ('00000000-0000-0000-0000-0000000000b1', '00000000-0000-0000-0000-0000000000a1', 'wait', 2, 60000, '{}');
+INSERT INTO journey.sequence_enrollments (id, business_id, sequence_id, customer_id,
+                                          current_step_index, next_run_at, enrolled_at)
+VALUES ('00000000-0000-0000-0000-0000000000e1', '00000000-0000-0000-0000-0000000000b1',
+        '00000000-0000-0000-0000-0000000000a1', '00000000-0000-0000-0000-0000000000c1',
+        2, '2027-01-12 15:01+00', '2027-01-12 15:00+00');
+INSERT INTO journey.messages (business_id, enrollment_id, sequence_id, step_index, customer_id,
+                              channel, to_address, subject, body, send_after)
+VALUES ('00000000-0000-0000-0000-0000000000b1', '00000000-0000-0000-0000-0000000000e1',
+        '00000000-0000-0000-0000-0000000000a1', 1, '00000000-0000-0000-0000-0000000000c1',
+        'email', 'ada@example.com', 'Thanks', 'Hi Ada', '2027-01-12 15:00+00');
+INSERT INTO journey.enrollment_log (business_id, enrollment_id, step_index, outcome, detail, at)
+VALUES ('00000000-0000-0000-0000-0000000000b1', '00000000-0000-0000-0000-0000000000e1', 1,
+        'queued', 'email to ada@example.com', '2027-01-12 15:00+00');
+-- A customer deleted under 0.1 left her message outside any enrollment.
+INSERT INTO journey.customers (id, business_id, full_name, email)
+VALUES ('00000000-0000-0000-0000-0000000000c2', '00000000-0000-0000-0000-0000000000b1',
+        'Gone Customer', 'gone@example.com');
+INSERT INTO journey.messages (business_id, customer_id, channel, to_address, body)
+VALUES ('00000000-0000-0000-0000-0000000000b1', '00000000-0000-0000-0000-0000000000c2',
+        'email', 'gone@example.com', 'Hi');
+DELETE FROM journey.customers WHERE id = '00000000-0000-0000-0000-0000000000c2';
 
 ALTER EXTENSION journey UPDATE;
 SELECT extversion FROM pg_extension WHERE extname = 'journey';
@@ -98,6 +127,8 @@ UNION ALL
 SELECT 'only in upgraded', o FROM (SELECT * FROM upgraded EXCEPT ALL SELECT * FROM fresh) d(o)
 ORDER BY 1, 2;
 
+-- The deleted customer's message went with the upgrade (0.3).
+SELECT count(*) AS orphaned_messages FROM journey.messages WHERE to_address = 'gone@example.com';
 -- The data survived and the new view tells its story.
 SELECT (SELECT count(*) FROM journey.sequences) AS sequences,
        (SELECT count(*) FROM journey.sequence_steps) AS steps,
@@ -107,9 +138,23 @@ SELECT at, step_index, what, detail FROM journey.timeline
 WHERE customer_id = '00000000-0000-0000-0000-0000000000c1'
 ORDER BY at, phase, ref_id;
 
--- The enrollment goes on under the new version.
+-- Everything written before versions is on version 1.
+SELECT (SELECT bool_and(version = 1) FROM journey.sequences) AS sequences_v1,
+       (SELECT bool_and(version = 1) FROM journey.sequence_steps) AS steps_v1,
+       (SELECT bool_and(sequence_version = 1) FROM journey.sequence_enrollments) AS enrollments_v1,
+       (SELECT bool_and(sequence_version = 1) FROM journey.enrollment_log) AS log_v1;
+
+-- The enrollment goes on under the new version of the extension, on its
+-- journey's version 1, also after a new journey version that keeps it.
+SELECT journey.update_sequence('00000000-0000-0000-0000-0000000000a1', $j$
+  {"name": "Thanks", "status": "active", "trigger_event_type": "invoice_paid",
+   "steps": [{"kind": "send_email", "message": {"subject": "Thanks!", "body": "Hi {{customer.first_name}}"}},
+             {"kind": "wait", "wait_ms": 60000},
+             {"kind": "send_email", "message": {"subject": "Again", "body": "Hi again"}}]}$j$) AS new_version;
 SELECT journey.advance_due_enrollments(100, '2027-01-12 15:01+00') AS advanced;
-SELECT status FROM journey.sequence_enrollments;
+SELECT status, sequence_version, current_step_index FROM journey.sequence_enrollments;
+SELECT count(*) AS messages FROM journey.messages;
+SELECT step_index, outcome, sequence_version FROM journey.enrollment_log ORDER BY id;
 
 -- Nothing to do from the newest version, and no path to an unknown one.
 SELECT pg_temp.try($$ALTER EXTENSION journey UPDATE TO '9.9'$$);

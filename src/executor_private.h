@@ -14,32 +14,16 @@
 #include "access/tupdesc.h"
 #include "utils/hsearch.h"
 
-#include "journey.h"
+#include "definition.h"
 
-#define STEP_FOLLOWING (-1)		/* next_step_index null: the following step */
-
-typedef enum StepKind
+/* The steps of one version of a sequence (update_sequence.c writes them). */
+typedef struct ExecVersion
 {
-	STEP_WAIT,
-	STEP_EMAIL,
-	STEP_SMS,
-	STEP_BRANCH
-} StepKind;
-
-typedef struct ExecStep
-{
-	int32		step_index;
-	StepKind	kind;
-	int64		wait_ms;
-	int32		next_step;		/* STEP_FOLLOWING, 0 (finish) or an index */
-	char	   *purpose;
-	JourneyTemplate *subject;
-	JourneyTemplate *body;
-	JourneyCondition *cond;
-	JourneyBranchTargets targets;
-	char	   *cond_text;		/* the "if" as JSON, for the log */
-	char	   *invalid;		/* why the step cannot run, else NULL */
-} ExecStep;
+	int32		version;
+	int			nsteps;
+	int			capacity;
+	JourneyStep *steps;			/* sorted by step_index */
+} ExecVersion;
 
 typedef struct ExecSequence
 {
@@ -53,8 +37,8 @@ typedef struct ExecSequence
 	bool		has_sends;
 	bool		limited;		/* has sends and a limit: windows loaded */
 	List	   *event_types;	/* tested by its branches */
-	int			nsteps;
-	ExecStep   *steps;			/* sorted by step_index */
+	int			nversions;		/* those its claimed enrollments are on */
+	ExecVersion *versions;
 	JourneyRateWindow rate;
 } ExecSequence;
 
@@ -77,11 +61,15 @@ typedef struct ExecEnrollment
 	HeapTuple	tup;			/* the claim row: the context's columns */
 	Jsonb	   *ctx;			/* built on first use */
 	ExecSequence *seq;
+	int32		version;		/* sequence_version: whose steps it runs */
 	int			nevents;
 	char	  **events;
 } ExecEnrollment;
 
-/* Column-wise rows bound for one set-based statement. */
+/*
+ * Column-wise rows bound for one set-based statement (executor.c fills
+ * them; executor_sql.c binds them as arrays).
+ */
 #define BATCH_MAX_COLS 11
 typedef struct Batch
 {
@@ -93,14 +81,57 @@ typedef struct Batch
 	bool	   *nulls[BATCH_MAX_COLS];
 } Batch;
 
+/* The columns of ExecState.updates: the enrollments' new state. */
+typedef enum UpdateCol
+{
+	UPD_ID,
+	UPD_STEP,
+	UPD_NEXT_RUN_AT,
+	UPD_STATUS,
+	UPD_FINISHED_AT,
+	UPD_STOP_REASON,
+	UPD_NCOLS
+} UpdateCol;
+
+/* The columns of ExecState.messages, in messages_sql's order. */
+typedef enum MessageCol
+{
+	MSG_BUSINESS_ID,
+	MSG_ENROLLMENT_ID,
+	MSG_SEQUENCE_ID,
+	MSG_STEP_INDEX,
+	MSG_CUSTOMER_ID,
+	MSG_CHANNEL,
+	MSG_PURPOSE,
+	MSG_TO_ADDRESS,
+	MSG_SUBJECT,
+	MSG_BODY,
+	MSG_NCOLS
+} MessageCol;
+
+/* The columns of ExecState.log. */
+typedef enum LogCol
+{
+	LOG_BUSINESS_ID,
+	LOG_ENROLLMENT_ID,
+	LOG_STEP_INDEX,
+	LOG_OUTCOME,
+	LOG_DETAIL,
+	LOG_SEQUENCE_VERSION,
+	LOG_NCOLS
+} LogCol;
+
 /* Everything one call works with, in its own memory context. */
 typedef struct ExecState
 {
 	TimestampTz as_of;
 	HTAB	   *sequences;
-	Batch		updates;		/* id, step, next_run_at, status, finished_at, stop_reason */
-	Batch		messages;		/* business_id .. body (10 columns) */
-	Batch		log;			/* business_id, enrollment_id, step_index, outcome, detail */
+	Batch		updates;		/* UpdateCol */
+	Batch		messages;		/* MessageCol */
+	Batch		log;			/* LogCol */
+	HTAB	   *step_counts;	/* the step_counters this call adds to (stats.c) */
+	bool		schema_0_3;		/* versions and step_counters exist */
+	Datum		only_enrollment;	/* a uuid: claim just that one (simulate) */
 	Datum		t_active;
 	Datum		t_finished;
 	Datum		t_stopped;
@@ -108,28 +139,50 @@ typedef struct ExecState
 	Datum		t_sms;
 	TupleDesc	claim_desc;
 	MemoryContext scratch;		/* reset after each enrollment */
+	int32		running_step;	/* the step being run (0: writing), for an error's log */
 	StringInfoData buf;			/* details */
 	StringInfoData subject;		/* rendering, reused */
 	StringInfoData body;
 } ExecState;
 
-/* Claim columns (1-based) read after the claim, for the template context. */
-#define CLAIM_META			9
-#define CLAIM_FULL_NAME		15
-#define CLAIM_CUSTOMER_TZ	16
-#define CLAIM_EXTERNAL_ID	17
-#define CLAIM_ATTRIBUTES	18
-#define CLAIM_BUSINESS_NAME	19	/* then its email, phone, review url, zone */
-
-extern void exec_batch_init(Batch *b, int ncols, const Oid *types);
-extern int	exec_batch_add(Batch *b);
-
-static inline void
-exec_batch_set(Batch *b, int row, int col, Datum value)
+/* The claim's columns (1-based), in claim_sql's order. */
+typedef enum ClaimCol
 {
-	b->values[col][row] = value;
-	b->nulls[col][row] = false;
-}
+	CLAIM_ID = 1,
+	CLAIM_BUSINESS_ID,
+	CLAIM_SEQUENCE_ID,
+	CLAIM_CUSTOMER_ID,
+	CLAIM_STEP,
+	CLAIM_ENROLLED_AT,
+	CLAIM_TRIGGER_EVENT_ID,
+	CLAIM_NEXT_RUN_AT,
+	CLAIM_META,
+	CLAIM_EMAIL,
+	CLAIM_PHONE,
+	CLAIM_ZONE,					/* the customer's time zone, else the business's */
+	CLAIM_EMAIL_SUPPRESSED,
+	CLAIM_PHONE_SUPPRESSED,
+	/* the rest is read only for the template context */
+	CLAIM_FULL_NAME,
+	CLAIM_CUSTOMER_TZ,
+	CLAIM_EXTERNAL_ID,
+	CLAIM_ATTRIBUTES,
+	CLAIM_BUSINESS_NAME,
+	CLAIM_BUSINESS_EMAIL,
+	CLAIM_BUSINESS_PHONE,
+	CLAIM_BUSINESS_REVIEW_URL,
+	CLAIM_BUSINESS_TZ,
+	CLAIM_SEQUENCE_VERSION		/* whose steps the enrollment runs */
+} ClaimCol;
+
+/* The loaded version of a claimed enrollment's sequence, added if missing. */
+extern ExecVersion *exec_find_version(ExecSequence *seq, int32 version);
+
+/*
+ * Sorts a batch's rows by the uuid in key_col (keeping the order of equal
+ * keys) and fills values with one array datum per column.
+ */
+extern void exec_batch_arrays(Batch *b, int key_col, Datum *values, char *nulls);
 
 /*
  * Claims up to batch_size due enrollments as of st->as_of, filling *ens
@@ -138,8 +191,8 @@ exec_batch_set(Batch *b, int row, int col, Datum value)
  */
 extern uint64 exec_claim(ExecState *st, int32 batch_size, ExecEnrollment **ens);
 
-/* Loads the steps of st->sequences, parsing templates and conditions. */
-extern void exec_load_sequences(ExecState *st, MemoryContext cxt);
+/* Loads the steps of st->sequences, compiling each (definition.c). */
+extern void exec_load_sequences(ExecState *st);
 
 /* Locks the rate-limited sequences and loads their rolling windows. */
 extern void exec_load_rate_windows(ExecState *st);
@@ -149,5 +202,30 @@ extern void exec_load_events(ExecState *st, ExecEnrollment *ens, int nens);
 
 /* Writes the messages, the log and the enrollments' new state. */
 extern void exec_apply(ExecState *st);
+
+/* What journey.step_counters counts (stats.c). */
+typedef enum StepCount
+{
+	COUNT_REACHED,
+	COUNT_SKIPPED,
+	COUNT_DEFERRED
+} StepCount;
+
+/* Counts one arrival, skip or deferral of en at step, in memory. */
+extern void exec_stats_count(ExecState *st, ExecEnrollment *en, int32 step, StepCount what);
+
+/* Forgets the counts not applied yet (their decisions were undone). */
+extern void exec_stats_discard(ExecState *st);
+
+/* Adds the call's counts to journey.step_counters: one statement. */
+extern void exec_stats_apply(ExecState *st);
+
+/*
+ * One executor call at as_of, on up to batch_size due enrollments, or on
+ * the one enrollment only_enrollment (a uuid datum; 0 for all): the body of
+ * advance_due_enrollments, which journey.simulate also runs.  Returns how
+ * many enrollments it handled.
+ */
+extern int32 journey_executor_run(int32 batch_size, TimestampTz as_of, Datum only_enrollment);
 
 #endif							/* JOURNEY_EXECUTOR_H */

@@ -14,19 +14,18 @@
  */
 #include "postgres.h"
 
-#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
-#include "utils/lsyscache.h"
 #include "utils/memutils.h"
-#include "utils/resowner.h"
 
 #include "executor_private.h"
 
 /* Kept plans, prepared on first use in a backend. */
 static SPIPlanPtr claim_plan = NULL;
+static SPIPlanPtr claim_plan_before_0_3 = NULL;
+static SPIPlanPtr claim_one_plan = NULL;
 static SPIPlanPtr steps_plan = NULL;
 static SPIPlanPtr lock_plan = NULL;
 static SPIPlanPtr rate_plan = NULL;
@@ -40,41 +39,88 @@ static SPIPlanPtr log_plan = NULL;
  * context is built here, once per enrollment, in the shape render_template
  * documents.  search_path is pinned by the function's declaration.
  */
-static const char *claim_sql =
-"SELECT k.id, k.business_id, k.sequence_id, k.customer_id,"
-"       k.current_step_index, k.enrolled_at, k.trigger_event_id, k.next_run_at,"
-"       k.meta, c.email, c.phone, COALESCE(c.timezone, b.timezone),"
-"       EXISTS (SELECT FROM journey.suppressions su"
-"                WHERE su.business_id = k.business_id"
-"                  AND su.channel = 'email' AND su.address = c.email),"
-"       EXISTS (SELECT FROM journey.suppressions su"
-"                WHERE su.business_id = k.business_id"
-"                  AND su.channel = 'sms' AND su.address = c.phone),"
-"       c.full_name, c.timezone, c.external_id, c.attributes,"
-"       b.name, b.email, b.phone, b.google_review_url, b.timezone"
-"  FROM ("
-"  SELECT e.id, e.business_id, e.sequence_id, e.customer_id,"
-"         e.current_step_index, e.enrolled_at, e.trigger_event_id, e.meta,"
-"         e.next_run_at"
-"    FROM journey.sequence_enrollments e"
-"   WHERE e.status = 'active' AND e.next_run_at <= $2"
-"     AND EXISTS (SELECT FROM journey.sequences s"
-"                  WHERE s.id = e.sequence_id AND s.status = 'active')"
-"   ORDER BY e.next_run_at"
-"   LIMIT $1"
-"     FOR UPDATE OF e SKIP LOCKED) k"
-"  JOIN journey.customers c ON c.id = k.customer_id"
-"  JOIN journey.businesses b ON b.id = k.business_id";
+#define CLAIM_SQL(VERSION_COLUMN, FILTER) \
+"SELECT k.id, k.business_id, k.sequence_id, k.customer_id," \
+"       k.current_step_index, k.enrolled_at, k.trigger_event_id, k.next_run_at," \
+"       k.meta, c.email, c.phone, COALESCE(c.timezone, b.timezone)," \
+"       EXISTS (SELECT FROM journey.suppressions su" \
+"                WHERE su.business_id = k.business_id" \
+"                  AND su.channel = 'email' AND su.address = c.email)," \
+"       EXISTS (SELECT FROM journey.suppressions su" \
+"                WHERE su.business_id = k.business_id" \
+"                  AND su.channel = 'sms' AND su.address = c.phone)," \
+"       c.full_name, c.timezone, c.external_id, c.attributes," \
+"       b.name, b.email, b.phone, b.google_review_url, b.timezone," \
+"       k.sequence_version" \
+"  FROM (" \
+"  SELECT e.id, e.business_id, e.sequence_id, e.customer_id," \
+"         e.current_step_index, e.enrolled_at, e.trigger_event_id, e.meta," \
+"         e.next_run_at, " VERSION_COLUMN \
+"    FROM journey.sequence_enrollments e" \
+"   WHERE e.status = 'active' AND e.next_run_at <= $2" FILTER \
+"     AND EXISTS (SELECT FROM journey.sequences s" \
+"                  WHERE s.id = e.sequence_id AND s.status = 'active')" \
+"   ORDER BY e.next_run_at" \
+"   LIMIT $1" \
+"     FOR UPDATE OF e SKIP LOCKED) k" \
+"  JOIN journey.customers c ON c.id = k.customer_id" \
+"  JOIN journey.businesses b ON b.id = k.business_id"
 
+static const char *claim_sql = CLAIM_SQL("e.sequence_version", "");
+
+/*
+ * The same claim for a schema older than 0.3 (the new library runs before
+ * ALTER EXTENSION UPDATE): every enrollment is on version 1, and there are
+ * no step counters to add to.
+ */
+static const char *claim_sql_before_0_3 = CLAIM_SQL("1 AS sequence_version", "");
+
+/* One enrollment only: journey.simulate's (simulate.c). */
+static const char *claim_one_sql = CLAIM_SQL("e.sequence_version", " AND e.id = $3");
+
+/* steps_sql's columns (1-based) */
+typedef enum StepsCol
+{
+	STEPS_SEQUENCE_ID = 1,
+	STEPS_BUSINESS_ID,
+	STEPS_QUIET_START,
+	STEPS_QUIET_END,
+	STEPS_RATE_PER_HOUR,
+	STEPS_RATE_PER_DAY,
+	STEPS_STEP_INDEX,
+	STEPS_KIND,
+	STEPS_WAIT_MS,
+	STEPS_PURPOSE,
+	STEPS_MESSAGE_CONFIG,
+	STEPS_BRANCH_CONFIG,
+	STEPS_NEXT_STEP,
+	STEPS_VERSION,
+	STEPS_TEMPLATE_ID,
+	STEPS_TEMPLATE_CHANNEL,
+	STEPS_TEMPLATE_SUBJECT,
+	STEPS_TEMPLATE_BODY
+} StepsCol;
+
+/*
+ * The settings of the claimed enrollments' sequences and the steps of the
+ * versions they are on ($1, $2: pairs of sequence and version), with the
+ * templates' texts as they are now.
+ */
 static const char *steps_sql =
 "SELECT s.id, s.business_id, s.quiet_hours_start, s.quiet_hours_end,"
 "       s.rate_per_hour, s.rate_per_day,"
 "       st.step_index, st.kind, st.wait_ms, st.message_purpose,"
-"       st.message_config, st.branch_config, st.next_step_index"
+"       st.message_config, st.branch_config, st.next_step_index,"
+"       st.version, st.template_id, t.channel, t.subject, t.body"
 "  FROM journey.sequences s"
-"  LEFT JOIN journey.sequence_steps st ON st.sequence_id = s.id"
+"  LEFT JOIN (unnest($1::uuid[], $2::integer[]) AS w(sequence_id, version)"
+"             JOIN journey.sequence_steps st ON st.sequence_id = w.sequence_id"
+"              AND st.version = w.version)"
+"    ON w.sequence_id = s.id"
+"  LEFT JOIN journey.templates t ON t.id = st.template_id"
+"   AND t.business_id = st.business_id"
 " WHERE s.id = ANY ($1)"
-" ORDER BY s.id, st.step_index";
+" ORDER BY s.id, st.version, st.step_index";
 
 static const char *lock_sql =
 "SELECT s.id FROM journey.sequences s WHERE s.id = ANY ($1)"
@@ -118,9 +164,12 @@ static const char *messages_sql =
 
 static const char *log_sql =
 "INSERT INTO journey.enrollment_log (business_id, enrollment_id, step_index,"
-"       outcome, detail, at)"
-"SELECT u.*, $6"
-"  FROM unnest($1::uuid[], $2::uuid[], $3::integer[], $4::text[], $5::text[]) AS u";
+"       outcome, detail, sequence_version, at)"
+"SELECT u.*, $7"
+"  FROM unnest($1::uuid[], $2::uuid[], $3::integer[], $4::text[], $5::text[],"
+"              $6::integer[]) AS u";
+
+static char *text_or_null(HeapTuple tup, TupleDesc desc, int col);
 
 static void
 run_plan(SPIPlanPtr plan, Datum *values, const char *nulls, int expected)
@@ -130,118 +179,6 @@ run_plan(SPIPlanPtr plan, Datum *values, const char *nulls, int expected)
 	if (rc != expected)
 		elog(ERROR, "journey executor statement failed: %s",
 			 SPI_result_code_string(rc));
-}
-
-/* ---------- column batches ---------- */
-
-void
-exec_batch_init(Batch *b, int ncols, const Oid *types)
-{
-	b->ncols = ncols;
-	memcpy(b->types, types, sizeof(Oid) * ncols);
-	b->n = 0;
-	b->capacity = 0;
-}
-
-/* Adds a row of nulls and returns its index. */
-int
-exec_batch_add(Batch *b)
-{
-	if (b->n == b->capacity)
-	{
-		int			cap = b->capacity ? b->capacity * 2 : 256;
-
-		for (int c = 0; c < b->ncols; c++)
-		{
-			if (b->capacity == 0)
-			{
-				b->values[c] = palloc(sizeof(Datum) * cap);
-				b->nulls[c] = palloc(sizeof(bool) * cap);
-			}
-			else
-			{
-				b->values[c] = repalloc(b->values[c], sizeof(Datum) * cap);
-				b->nulls[c] = repalloc(b->nulls[c], sizeof(bool) * cap);
-			}
-		}
-		b->capacity = cap;
-	}
-	for (int c = 0; c < b->ncols; c++)
-		b->nulls[c][b->n] = true;
-	return b->n++;
-}
-
-static Datum
-batch_array(Batch *b, int col)
-{
-	int16		typlen;
-	bool		typbyval;
-	char		typalign;
-	int			dims[1];
-	int			lbs[1] = {1};
-
-	get_typlenbyvalalign(b->types[col], &typlen, &typbyval, &typalign);
-	dims[0] = b->n;
-	return PointerGetDatum(construct_md_array(b->values[col], b->nulls[col], 1,
-											  dims, lbs, b->types[col],
-											  typlen, typbyval, typalign));
-}
-
-/* Array datums of all columns, then extra scalars, into values. */
-static void
-batch_args(Batch *b, Datum *values, char *nulls)
-{
-	for (int c = 0; c < b->ncols; c++)
-	{
-		values[c] = batch_array(b, c);
-		nulls[c] = ' ';
-	}
-}
-
-/*
- * Reorders a batch's rows by the uuid in column key_col, keeping the order
- * of rows with equal keys (an enrollment's log rows stay in decision order).
- * Rows in key order reach the uuid-keyed indexes, and the foreign-key checks
- * on the enrollments' primary key, in index order.
- */
-static int
-compare_rows(const void *a, const void *b, void *arg)
-{
-	const Datum *keys = arg;
-	int			x = *(const int *) a;
-	int			y = *(const int *) b;
-	int			r = memcmp(DatumGetUUIDP(keys[x]), DatumGetUUIDP(keys[y]), UUID_LEN);
-
-	if (r != 0)
-		return r;
-	return (x > y) - (x < y);
-}
-
-static void
-batch_sort(Batch *b, int key_col)
-{
-	int		   *order;
-	Datum	   *values;
-	bool	   *nulls;
-
-	if (b->n < 2)
-		return;
-	order = palloc(sizeof(int) * b->n);
-	for (int i = 0; i < b->n; i++)
-		order[i] = i;
-	qsort_arg(order, b->n, sizeof(int), compare_rows, b->values[key_col]);
-	values = palloc(sizeof(Datum) * b->n);
-	nulls = palloc(sizeof(bool) * b->n);
-	for (int c = 0; c < b->ncols; c++)
-	{
-		for (int i = 0; i < b->n; i++)
-		{
-			values[i] = b->values[c][order[i]];
-			nulls[i] = b->nulls[c][order[i]];
-		}
-		memcpy(b->values[c], values, sizeof(Datum) * b->n);
-		memcpy(b->nulls[c], nulls, sizeof(bool) * b->n);
-	}
 }
 
 /* An array of uuid datums (pointers into tuples) */
@@ -254,99 +191,36 @@ uuid_array(Datum *values, int n)
 
 /* ---------- loading ---------- */
 
-static char *
-step_kind_error(ExecStep *step, Jsonb *message_config, Jsonb *branch_config)
-{
-	char	   *subject;
-	char	   *body;
-	char		where[64];
-
-	if (step->kind == STEP_EMAIL || step->kind == STEP_SMS)
-	{
-		subject = message_config ? journey_jsonb_get_text(message_config, "subject") : NULL;
-		body = message_config ? journey_jsonb_get_text(message_config, "body") : NULL;
-		if (step->kind == STEP_EMAIL && subject == NULL)
-			return "message_config has no subject";
-		if (body == NULL)
-			return "message_config has no body";
-		snprintf(where, sizeof(where), "step %d message.subject", step->step_index);
-		if (step->kind == STEP_EMAIL)
-			step->subject = journey_template_parse(subject, pstrdup(where));
-		snprintf(where, sizeof(where), "step %d message.body", step->step_index);
-		step->body = journey_template_parse(body, pstrdup(where));
-	}
-	else if (step->kind == STEP_BRANCH)
-	{
-		const char *error = NULL;
-		JsonbValue *cond;
-
-		step->cond = journey_condition_parse(branch_config, &step->targets, &error);
-		if (step->cond == NULL)
-			return pstrdup(error);
-		if ((step->targets.then_step != 0 && step->targets.then_step <= step->step_index) ||
-			(step->targets.else_step != 0 && step->targets.else_step <= step->step_index))
-			return "branch targets must be later steps or 0";
-		cond = journey_jsonb_get(branch_config, "if");
-		step->cond_text = JsonbToCString(NULL, cond->val.binary.data, cond->val.binary.len);
-	}
-	return NULL;
-}
-
-/*
- * Parses a step's templates or condition.  A parse error (only possible in
- * rows written around create_sequence) marks the step invalid instead of
- * failing the call, so one bad step cannot block every due enrollment.
- */
-static void
-prepare_step(ExecStep *step, Jsonb *message_config, Jsonb *branch_config,
-			 MemoryContext cxt)
-{
-	ResourceOwner owner = CurrentResourceOwner;
-
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		step->invalid = step_kind_error(step, message_config, branch_config);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		step->invalid = pstrdup(edata->message);
-		FreeErrorData(edata);
-	}
-	PG_END_TRY();
-}
-
 void
-exec_load_sequences(ExecState *st, MemoryContext cxt)
+exec_load_sequences(ExecState *st)
 {
 	HASH_SEQ_STATUS hs;
 	ExecSequence *seq;
 	Datum	   *ids;
+	Datum	   *versions;
 	int			n = 0;
-	Oid			argtypes[1] = {UUIDARRAYOID};
-	Datum		args[1];
+	int			npairs = 0;
+	Oid			argtypes[2] = {UUIDARRAYOID, INT4ARRAYOID};
+	Datum		args[2];
 	SPITupleTable *tt;
 	ExecSequence *cur = NULL;
-	int			capacity = 0;
 
-	ids = palloc(sizeof(Datum) * hash_get_num_entries(st->sequences));
 	hash_seq_init(&hs, st->sequences);
 	while ((seq = hash_seq_search(&hs)) != NULL)
-		ids[n++] = UUIDPGetDatum(&seq->id);
+		npairs += seq->nversions;
+	ids = palloc(sizeof(Datum) * npairs);
+	versions = palloc(sizeof(Datum) * npairs);
+	hash_seq_init(&hs, st->sequences);
+	while ((seq = hash_seq_search(&hs)) != NULL)
+		for (int v = 0; v < seq->nversions; v++)
+		{
+			ids[n] = UUIDPGetDatum(&seq->id);
+			versions[n++] = Int32GetDatum(seq->versions[v].version);
+		}
 	args[0] = uuid_array(ids, n);
-	run_plan(journey_keep_plan(&steps_plan, steps_sql, 1, argtypes), args, NULL, SPI_OK_SELECT);
+	args[1] = PointerGetDatum(construct_array(versions, n, INT4OID, sizeof(int32), true,
+											  TYPALIGN_INT));
+	run_plan(journey_keep_plan(&steps_plan, steps_sql, 2, argtypes), args, NULL, SPI_OK_SELECT);
 	tt = SPI_tuptable;
 
 	for (uint64 r = 0; r < SPI_processed; r++)
@@ -355,12 +229,13 @@ exec_load_sequences(ExecState *st, MemoryContext cxt)
 		TupleDesc	desc = tt->tupdesc;
 		bool		isnull;
 		Datum		d;
-		ExecStep   *step;
+		JourneyStep *step;
+		ExecVersion *ver;
 		char	   *kind;
 		Jsonb	   *message_config;
 		Jsonb	   *branch_config;
 
-		d = SPI_getbinval(tup, desc, 1, &isnull);
+		d = SPI_getbinval(tup, desc, STEPS_SEQUENCE_ID, &isnull);
 		if (cur == NULL || memcmp(&cur->id, DatumGetUUIDP(d), UUID_LEN) != 0)
 		{
 			Datum		qs;
@@ -371,60 +246,55 @@ exec_load_sequences(ExecState *st, MemoryContext cxt)
 			cur = hash_search(st->sequences, DatumGetUUIDP(d), HASH_FIND, NULL);
 			if (cur == NULL)
 				elog(ERROR, "journey executor loaded a sequence it did not ask for");
-			memcpy(&cur->business_id, DatumGetUUIDP(SPI_getbinval(tup, desc, 2, &isnull)),
+			memcpy(&cur->business_id, DatumGetUUIDP(SPI_getbinval(tup, desc, STEPS_BUSINESS_ID, &isnull)),
 				   UUID_LEN);
-			qs = SPI_getbinval(tup, desc, 3, &qs_null);
-			qe = SPI_getbinval(tup, desc, 4, &qe_null);
+			qs = SPI_getbinval(tup, desc, STEPS_QUIET_START, &qs_null);
+			qe = SPI_getbinval(tup, desc, STEPS_QUIET_END, &qe_null);
 			cur->has_quiet = !qs_null && !qe_null &&
 				DatumGetTimeADT(qs) != DatumGetTimeADT(qe);
 			cur->quiet_start = qs_null ? 0 : DatumGetTimeADT(qs);
 			cur->quiet_end = qe_null ? 0 : DatumGetTimeADT(qe);
-			d = SPI_getbinval(tup, desc, 5, &isnull);
+			d = SPI_getbinval(tup, desc, STEPS_RATE_PER_HOUR, &isnull);
 			cur->rate_per_hour = isnull ? 0 : DatumGetInt32(d);
-			d = SPI_getbinval(tup, desc, 6, &isnull);
+			d = SPI_getbinval(tup, desc, STEPS_RATE_PER_DAY, &isnull);
 			cur->rate_per_day = isnull ? 0 : DatumGetInt32(d);
-			capacity = 8;
-			cur->steps = palloc(sizeof(ExecStep) * capacity);
 		}
 
-		d = SPI_getbinval(tup, desc, 7, &isnull);
+		d = SPI_getbinval(tup, desc, STEPS_STEP_INDEX, &isnull);
 		if (isnull)
-			continue;			/* a sequence without steps */
-		if (cur->nsteps == capacity)
+			continue;			/* a version without steps */
+		ver = exec_find_version(cur, DatumGetInt32(SPI_getbinval(tup, desc, STEPS_VERSION, &isnull)));
+		if (ver->nsteps == ver->capacity)
 		{
-			capacity *= 2;
-			cur->steps = repalloc(cur->steps, sizeof(ExecStep) * capacity);
+			ver->capacity = ver->capacity ? ver->capacity * 2 : 8;
+			ver->steps = ver->steps ?
+				repalloc(ver->steps, sizeof(JourneyStep) * ver->capacity) :
+				palloc(sizeof(JourneyStep) * ver->capacity);
 		}
-		step = &cur->steps[cur->nsteps++];
-		memset(step, 0, sizeof(ExecStep));
+		step = &ver->steps[ver->nsteps++];
+		memset(step, 0, sizeof(JourneyStep));
 		step->step_index = DatumGetInt32(d);
-		kind = TextDatumGetCString(SPI_getbinval(tup, desc, 8, &isnull));
-		if (strcmp(kind, "send_email") == 0)
-			step->kind = STEP_EMAIL;
-		else if (strcmp(kind, "send_sms") == 0)
-			step->kind = STEP_SMS;
-		else if (strcmp(kind, "branch") == 0)
-			step->kind = STEP_BRANCH;
-		else
-			step->kind = STEP_WAIT;
-		step->wait_ms = DatumGetInt64(SPI_getbinval(tup, desc, 9, &isnull));
-		d = SPI_getbinval(tup, desc, 10, &isnull);
-		step->purpose = isnull ? NULL : TextDatumGetCString(d);
-		d = SPI_getbinval(tup, desc, 11, &isnull);
+		kind = TextDatumGetCString(SPI_getbinval(tup, desc, STEPS_KIND, &isnull));
+		step->wait_ms = DatumGetInt64(SPI_getbinval(tup, desc, STEPS_WAIT_MS, &isnull));
+		d = SPI_getbinval(tup, desc, STEPS_MESSAGE_CONFIG, &isnull);
 		message_config = isnull ? NULL : DatumGetJsonbP(d);
-		d = SPI_getbinval(tup, desc, 12, &isnull);
+		d = SPI_getbinval(tup, desc, STEPS_BRANCH_CONFIG, &isnull);
 		branch_config = isnull ? NULL : DatumGetJsonbP(d);
-		d = SPI_getbinval(tup, desc, 13, &isnull);
+		d = SPI_getbinval(tup, desc, STEPS_NEXT_STEP, &isnull);
 		step->next_step = isnull ? STEP_FOLLOWING : DatumGetInt32(d);
-		if (step->next_step != STEP_FOLLOWING && step->next_step != 0 &&
-			step->next_step <= step->step_index)
-			step->invalid = psprintf("its next step %d is not a later step",
-									 step->next_step);
-		else if (step->kind != STEP_WAIT)
-			prepare_step(step, message_config, branch_config, cxt);
+		d = SPI_getbinval(tup, desc, STEPS_TEMPLATE_ID, &isnull);
+		step->template_id = isnull ? NULL : DatumGetCString(DirectFunctionCall1(uuid_out, d));
+		journey_step_compile(step, kind, message_config, branch_config);
+		if (step->template_id)
+			journey_step_compile_template(step, text_or_null(tup, desc, STEPS_TEMPLATE_CHANNEL),
+										  text_or_null(tup, desc, STEPS_TEMPLATE_SUBJECT),
+										  text_or_null(tup, desc, STEPS_TEMPLATE_BODY));
+		/* The column is what the sequence's messages carry. */
+		d = SPI_getbinval(tup, desc, STEPS_PURPOSE, &isnull);
+		step->purpose = isnull ? NULL : TextDatumGetCString(d);
 		if (step->kind == STEP_EMAIL || step->kind == STEP_SMS)
 			cur->has_sends = true;
-		if (step->cond)
+		if (step->cond && step->invalid == NULL)
 			journey_condition_event_types(step->cond, &cur->event_types);
 	}
 }
@@ -518,15 +388,7 @@ exec_load_events(ExecState *st, ExecEnrollment *ens, int nens)
 	while ((seq = hash_seq_search(&hs)) != NULL)
 	{
 		foreach(lc, seq->event_types)
-		{
-			ListCell   *lc2;
-			bool		seen = false;
-
-			foreach(lc2, types)
-				seen = seen || strcmp(lfirst(lc2), lfirst(lc)) == 0;
-			if (!seen)
-				types = lappend(types, lfirst(lc));
-		}
+			journey_event_type_add(&types, lfirst(lc));
 	}
 	if (types == NIL)
 		return;
@@ -601,8 +463,7 @@ exec_apply(ExecState *st)
 			UUIDARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
 		TEXTARRAYOID, TIMESTAMPTZOID};
 
-		batch_sort(&st->messages, 1);
-		batch_args(&st->messages, values, nulls);
+		exec_batch_arrays(&st->messages, MSG_ENROLLMENT_ID, values, nulls);
 		values[10] = TimestampTzGetDatum(st->as_of);
 		nulls[10] = ' ';
 		run_plan(journey_keep_plan(&messages_plan, messages_sql, 11, types), values, nulls,
@@ -612,25 +473,24 @@ exec_apply(ExecState *st)
 	}
 	if (st->log.n > 0)
 	{
-		Oid			types[6] = {UUIDARRAYOID, UUIDARRAYOID, INT4ARRAYOID, TEXTARRAYOID,
-		TEXTARRAYOID, TIMESTAMPTZOID};
+		Oid			types[7] = {UUIDARRAYOID, UUIDARRAYOID, INT4ARRAYOID, TEXTARRAYOID,
+		TEXTARRAYOID, INT4ARRAYOID, TIMESTAMPTZOID};
 
-		batch_sort(&st->log, 1);
-		batch_args(&st->log, values, nulls);
-		values[5] = TimestampTzGetDatum(st->as_of);
-		nulls[5] = ' ';
-		run_plan(journey_keep_plan(&log_plan, log_sql, 6, types), values, nulls, SPI_OK_INSERT);
+		exec_batch_arrays(&st->log, LOG_ENROLLMENT_ID, values, nulls);
+		values[6] = TimestampTzGetDatum(st->as_of);
+		nulls[6] = ' ';
+		run_plan(journey_keep_plan(&log_plan, log_sql, 7, types), values, nulls, SPI_OK_INSERT);
 	}
 	if (st->updates.n > 0)
 	{
 		Oid			types[6] = {UUIDARRAYOID, INT4ARRAYOID, TIMESTAMPTZARRAYOID,
 		TEXTARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID};
 
-		batch_sort(&st->updates, 0);
-		batch_args(&st->updates, values, nulls);
+		exec_batch_arrays(&st->updates, UPD_ID, values, nulls);
 		run_plan(journey_keep_plan(&update_plan, update_sql, 6, types), values, nulls,
 				 SPI_OK_UPDATE);
 	}
+	exec_stats_apply(st);
 }
 
 /* ---------- the claim ---------- */
@@ -650,19 +510,50 @@ compare_due(const void *a, const void *b)
 	return memcmp(DatumGetUUIDP(x->id), DatumGetUUIDP(y->id), UUID_LEN);
 }
 
+/*
+ * The entry of one version in seq->versions, added (empty) if missing.
+ * Linear: an executor call sees a sequence on a few versions at most.
+ */
+ExecVersion *
+exec_find_version(ExecSequence *seq, int32 version)
+{
+	ExecVersion *ver;
+
+	for (int v = 0; v < seq->nversions; v++)
+		if (seq->versions[v].version == version)
+			return &seq->versions[v];
+	if (seq->nversions == 0)
+		seq->versions = palloc(sizeof(ExecVersion) * 4);
+	else if ((seq->nversions & (seq->nversions - 1)) == 0 && seq->nversions >= 4)
+		seq->versions = repalloc(seq->versions, sizeof(ExecVersion) * seq->nversions * 2);
+	ver = &seq->versions[seq->nversions++];
+	memset(ver, 0, sizeof(ExecVersion));
+	ver->version = version;
+	return ver;
+}
+
 uint64
 exec_claim(ExecState *st, int32 batch_size, ExecEnrollment **ens_out)
 {
-	Oid			claim_types[2] = {INT8OID, TIMESTAMPTZOID};
-	Datum		claim_args[2];
+	Oid			claim_types[3] = {INT8OID, TIMESTAMPTZOID, UUIDOID};
+	Datum		claim_args[3];
 	SPITupleTable *claimed;
 	uint64		nclaimed;
 	ExecEnrollment *ens;
 
 	claim_args[0] = Int64GetDatum(batch_size);
 	claim_args[1] = TimestampTzGetDatum(st->as_of);
-	run_plan(journey_keep_plan(&claim_plan, claim_sql, 2, claim_types), claim_args, NULL,
-			 SPI_OK_SELECT);
+	st->schema_0_3 = journey_schema_has_versions();
+	claim_args[2] = st->only_enrollment;
+	if (st->only_enrollment != (Datum) 0)
+		run_plan(journey_keep_plan(&claim_one_plan, claim_one_sql, 3, claim_types), claim_args,
+				 NULL, SPI_OK_SELECT);
+	else if (st->schema_0_3)
+		run_plan(journey_keep_plan(&claim_plan, claim_sql, 2, claim_types), claim_args, NULL,
+				 SPI_OK_SELECT);
+	else
+		run_plan(journey_keep_plan(&claim_plan_before_0_3, claim_sql_before_0_3, 2,
+								   claim_types), claim_args, NULL, SPI_OK_SELECT);
 	claimed = SPI_tuptable;
 	nclaimed = SPI_processed;
 	*ens_out = NULL;
@@ -679,19 +570,20 @@ exec_claim(ExecState *st, int32 batch_size, ExecEnrollment **ens_out)
 		bool		isnull;
 		bool		found;
 
-		en->id = SPI_getbinval(tup, desc, 1, &isnull);
-		en->business_id = SPI_getbinval(tup, desc, 2, &isnull);
-		en->sequence_id = SPI_getbinval(tup, desc, 3, &isnull);
-		en->customer_id = SPI_getbinval(tup, desc, 4, &isnull);
-		en->step = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
-		en->enrolled_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 6, &isnull));
-		en->trigger_event_id = SPI_getbinval(tup, desc, 7, &en->trigger_event_null);
-		en->next_run_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 8, &isnull));
-		en->email = text_or_null(tup, desc, 10);
-		en->phone = text_or_null(tup, desc, 11);
-		en->zone = text_or_null(tup, desc, 12);
-		en->email_suppressed = DatumGetBool(SPI_getbinval(tup, desc, 13, &isnull));
-		en->phone_suppressed = DatumGetBool(SPI_getbinval(tup, desc, 14, &isnull));
+		en->id = SPI_getbinval(tup, desc, CLAIM_ID, &isnull);
+		en->business_id = SPI_getbinval(tup, desc, CLAIM_BUSINESS_ID, &isnull);
+		en->sequence_id = SPI_getbinval(tup, desc, CLAIM_SEQUENCE_ID, &isnull);
+		en->customer_id = SPI_getbinval(tup, desc, CLAIM_CUSTOMER_ID, &isnull);
+		en->step = DatumGetInt32(SPI_getbinval(tup, desc, CLAIM_STEP, &isnull));
+		en->enrolled_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, CLAIM_ENROLLED_AT, &isnull));
+		en->trigger_event_id = SPI_getbinval(tup, desc, CLAIM_TRIGGER_EVENT_ID, &en->trigger_event_null);
+		en->next_run_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, CLAIM_NEXT_RUN_AT, &isnull));
+		en->version = DatumGetInt32(SPI_getbinval(tup, desc, CLAIM_SEQUENCE_VERSION, &isnull));
+		en->email = text_or_null(tup, desc, CLAIM_EMAIL);
+		en->phone = text_or_null(tup, desc, CLAIM_PHONE);
+		en->zone = text_or_null(tup, desc, CLAIM_ZONE);
+		en->email_suppressed = DatumGetBool(SPI_getbinval(tup, desc, CLAIM_EMAIL_SUPPRESSED, &isnull));
+		en->phone_suppressed = DatumGetBool(SPI_getbinval(tup, desc, CLAIM_PHONE_SUPPRESSED, &isnull));
 		en->tup = tup;
 		en->seq = hash_search(st->sequences, DatumGetUUIDP(en->sequence_id), HASH_ENTER,
 							  &found);
@@ -703,6 +595,7 @@ exec_claim(ExecState *st, int32 batch_size, ExecEnrollment **ens_out)
 			memset(seq, 0, sizeof(ExecSequence));
 			seq->id = key;
 		}
+		(void) exec_find_version(en->seq, en->version);
 	}
 
 	/* Oldest due first: the order rate limits hand out slots in. */

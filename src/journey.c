@@ -19,6 +19,7 @@
 #include "utils/guc.h"
 
 #include "journey.h"
+#include "optout.h"
 
 PG_MODULE_MAGIC;
 
@@ -34,6 +35,8 @@ int			journey_retry_base_ms = 1000;
 int			journey_retry_max_ms = 300000;
 int			journey_lease_ms = 60000;
 int			journey_poll_interval_ms = 5000;
+bool		journey_executor_in_worker = true;
+int			journey_executor_batch_size = 500;
 
 void		_PG_init(void);
 
@@ -134,6 +137,24 @@ _PG_init(void)
 							&journey_poll_interval_ms,
 							5000, 10, 3600000,
 							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	journey_optout_define_gucs();
+
+	DefineCustomBoolVariable("journey.executor_in_worker",
+							 "Whether each sender also runs the executor for its database.",
+							 "It runs journey.advance_due_enrollments() when a commit makes enrollments due and at the earliest next_run_at; a pg_cron schedule may run beside it.",
+							 &journey_executor_in_worker,
+							 true,
+							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("journey.executor_batch_size",
+							"Enrollments the sender's executor advances in one transaction.",
+							"Between two batches the sender reads responses and claims messages.",
+							&journey_executor_batch_size,
+							500, 1, 100000,
+							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("journey");

@@ -19,6 +19,7 @@
 #include "nodes/pg_list.h"
 #include "utils/date.h"
 #include "utils/jsonb.h"
+#include "utils/numeric.h"
 #include "utils/timestamp.h"
 #include "executor/spi.h"
 #include "utils/uuid.h"
@@ -37,17 +38,43 @@ extern int	journey_retry_base_ms;
 extern int	journey_retry_max_ms;
 extern int	journey_lease_ms;
 extern int	journey_poll_interval_ms;
+extern bool journey_executor_in_worker;
+extern int	journey_executor_batch_size;
 
 /* ---------- util.c: small shared helpers ---------- */
 
 /* The journey schema's OID, looked up once per backend. */
 extern Oid	journey_schema_oid(void);
+extern bool journey_schema_has_versions(void);
 
 /*
  * Text of a top-level key of a jsonb object, or NULL when the key is
  * missing or JSON null.  Non-string scalars are returned as their JSON text.
  */
 extern char *journey_jsonb_get_text(Jsonb *obj, const char *key);
+
+/*
+ * Appends the text of a jsonb value: a string as it is, a number, boolean or
+ * null as JSON writes it, an array or object as JSON.  The one conversion of
+ * a value to text (template output, text fields of jsonb arguments).
+ */
+extern void journey_append_value_text(StringInfo out, JsonbValue *v);
+
+/*
+ * An error reported into a struct instead of raised, so a caller can either
+ * raise it (create_sequence) or record it and go on (the executor marking a
+ * step it cannot run), without a subtransaction.
+ */
+typedef struct JourneyError
+{
+	int			sqlstate;
+	char	   *message;		/* the full primary message, as raised */
+	char	   *reason;			/* the same without where it is, for a log */
+	const char *hint;
+} JourneyError;
+
+/* Raises the error *err describes. */
+extern void journey_error_raise(const JourneyError *err);
 
 /* Looks a key up in a jsonb object container; false when missing. */
 extern bool journey_container_get(JsonbContainer *container, const char *key,
@@ -56,12 +83,32 @@ extern bool journey_container_get(JsonbContainer *container, const char *key,
 /* The jsonb value of a top-level key, or NULL when missing. */
 extern JsonbValue *journey_jsonb_get(Jsonb *obj, const char *key);
 
+/*
+ * A numeric as a double, never raising: beyond the range of doubles it is
+ * +-infinity, below it 0.
+ */
+extern double journey_numeric_to_double(Numeric n);
+
 /* True when name is a time zone the tz database knows. */
 extern bool journey_timezone_is_valid(const char *name);
 
 /* Bounds of sequences.exit_event_types (its CHECK constraint). */
 #define JOURNEY_EXIT_EVENT_TYPES_MAX 50
 #define JOURNEY_EVENT_TYPE_MAX 200
+/*
+ * The search_path every journey query runs with.  Every SQL-callable
+ * function that runs queries pins it in its declaration (SET search_path);
+ * the two entry points that have no declaration pin it in C: the sender
+ * worker for its whole life, the DROP EXTENSION hook with
+ * journey_pin_search_path.  It is journey's one defence against a schema
+ * of the caller's capturing an unqualified name, so queries are written
+ * plainly.
+ */
+#define JOURNEY_SEARCH_PATH "pg_catalog, pg_temp"
+
+/* Pins JOURNEY_SEARCH_PATH until journey_unpin_search_path(the result). */
+extern int	journey_pin_search_path(void);
+extern void journey_unpin_search_path(int nestlevel);
 
 /* Adds milliseconds to a timestamp, raising 22008 on overflow. */
 extern TimestampTz journey_timestamp_add_ms(TimestampTz ts, int64 ms);
@@ -73,6 +120,25 @@ extern bool journey_has_control_char(const char *s);
 
 /* Raises 22023 naming field when value holds a control character. */
 extern void journey_check_address(const char *field, const char *value);
+/* Argument checks of the API functions: each raises with the hint given. */
+extern void journey_require_arg(FunctionCallInfo fcinfo, int argno, const char *name,
+								const char *hint);
+extern void journey_require_finite(TimestampTz ts, const char *name);
+extern void journey_require_object(Jsonb *value, const char *name, const char *hint);
+
+/* A uuid Datum as text, for messages. */
+extern char *journey_uuid_text(Datum id);
+
+/* Copies a by-reference SPI result out of the SPI memory context into cxt. */
+extern Datum journey_spi_get_copy(int row, int col, Oid type, bool *isnull,
+								  MemoryContext cxt);
+
+/* A plan prepared once per backend and kept in *plan. */
+extern SPIPlanPtr journey_keep_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes);
+
+/* SPI_execute_with_args with the plan prepared once and kept in *plan. */
+extern int	journey_spi_kept(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,
+							 Datum *values, const char *nulls, bool read_only, long count);
 
 /* ---------- template.c: the template engine ---------- */
 
@@ -83,17 +149,23 @@ typedef struct JourneyTemplate JourneyTemplate;
 
 /*
  * Parses a template once so it can be rendered many times.  A malformed
- * template raises 22023 naming the 1-based character position; "where",
- * when not NULL, says which template it was (e.g. "step 2 message.body").
+ * template returns NULL with *err a 22023 naming the 1-based character
+ * position; "where", when not NULL, says which template it was (e.g.
+ * "step 2 field \"message.body\"").
  */
+extern JourneyTemplate *journey_template_compile(const char *source, const char *where,
+												 JourneyError *err);
+
+/* journey_template_compile, raising the error. */
 extern JourneyTemplate *journey_template_parse(const char *source, const char *where);
 
 /*
- * Raises 22023 when a tag's path is not one the executor provides:
- * customer.<field or attribute>, business.<field>, review_link,
+ * False, with *err a 22023, when a tag's path is not one the executor
+ * provides: customer.<field or attribute>, business.<field>, review_link,
  * enrollment.meta.<key> or event.<key>.
  */
-extern void journey_template_check_paths(const JourneyTemplate *tmpl, const char *where);
+extern bool journey_template_paths_ok(const JourneyTemplate *tmpl, const char *where,
+									  JourneyError *err);
 
 /*
  * Renders a parsed template against a jsonb context shaped as
@@ -109,7 +181,6 @@ typedef struct JourneyUserSwitch
 {
 	Oid			userid;
 	int			sec_context;
-	int			guc_nestlevel;	/* search_path is pinned while the owner acts */
 } JourneyUserSwitch;
 
 /* The role owning the journey tables. */
@@ -117,8 +188,7 @@ extern Oid	journey_tables_owner(void);
 
 /*
  * Runs what follows as the tables' owner (row-level security does not bind
- * it), with search_path pinned to "pg_catalog, pg_temp", until
- * journey_restore_user; an error in between restores the caller through
+ * it) until journey_restore_user; an error in between restores the caller through
  * (sub)transaction abort.  Check membership before switching, and restore
  * in the reverse order of switching.
  */
@@ -146,6 +216,8 @@ extern void journey_require_member(Datum business_id);
 extern void journey_require_visible(Datum business_id, const char *kind, Datum id,
 									const char *hint);
 extern void journey_raise_missing(const char *kind, Datum id, const char *hint) pg_attribute_noreturn();
+/* Raises 23503 unless the business exists; call inside SPI or not. */
+extern void journey_require_business_exists(Datum business_id);
 
 /* ---------- enroll.c: enrollment shared with the trigger and executor ---------- */
 
@@ -167,21 +239,6 @@ extern void journey_raise_missing(const char *kind, Datum id, const char *hint) 
  */
 extern void journey_cancel_and_log_stops(SPITupleTable *stopped);
 
-/* A plan prepared once per backend and kept in *plan. */
-extern SPIPlanPtr journey_keep_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes);
-
-/* SPI_execute_with_args with the plan prepared once and kept in *plan. */
-extern int	journey_spi_kept(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,
-							 Datum *values, const char *nulls, bool read_only, long count);
-
-/* Raises 23503 unless the business exists; call inside SPI or not. */
-extern void journey_require_business_exists(Datum business_id);
-
-/* Appends a row to journey.enrollment_log; the caller is connected to SPI. */
-extern void journey_log_decision(Datum business_id, Datum enrollment_id,
-								 int step_index, bool step_is_null,
-								 const char *outcome, const char *detail,
-								 TimestampTz at);
 
 /* ---------- cron.c: pg_cron scheduling ---------- */
 
@@ -235,49 +292,30 @@ typedef struct JourneyRateHit
 extern bool journey_rate_defer(const JourneyRateWindow *w, TimestampTz t,
 							   TimestampTz *run_at, JourneyRateHit *hit);
 
-/* ---------- branch.c: branch conditions (executor) ---------- */
+/* definition.c (the definition grammar) and branch.c: see definition.h */
 
-typedef struct JourneyCondition JourneyCondition;
-
-typedef struct JourneyBranchTargets
-{
-	int32		then_step;		/* 0: finish */
-	int32		else_step;
-} JourneyBranchTargets;
-
-/* What a condition is evaluated against for one enrollment. */
-typedef struct JourneyBranchInput
-{
-	JsonbContainer *customer;	/* the context's "customer" object */
-	const pg_uuid_t *enrollment_id;
-	int32		step_index;
-	int			nevents;
-	char	  **events;			/* event types seen since enrollment */
-} JourneyBranchInput;
+/* ---------- shmem.c, launcher.c, worker.c: the sender (more in sender.h) ---------- */
 
 /*
- * Parses {"if": COND, "then": N, "else": N}.  Returns NULL with *error set
- * when it is malformed; may raise for numbers out of range.
- */
-extern JourneyCondition *journey_condition_parse(Jsonb *branch_config,
-												 JourneyBranchTargets *targets,
-												 const char **error);
-
-/* Adds the event types the condition tests (char *) to *types, once each. */
-extern void journey_condition_event_types(const JourneyCondition *cond, List **types);
-
-extern bool journey_condition_eval(const JourneyCondition *cond,
-								   const JourneyBranchInput *in);
-
-/* ---------- worker.c, launcher.c: the sender (more in sender.h) ---------- */
-
-/*
- * Notes that this transaction queued messages; the sender's latch is set
- * when (and only if) the transaction commits.
+ * shmem.c: notes that this transaction queued messages; the sender's latch
+ * is set when (and only if) the transaction commits.
  */
 extern void journey_sender_wake_at_commit(void);
+/*
+ * worker_executor.c: notes that this transaction made enrollments due, or
+ * moved when they are due (an enrollment, an event a wait_until step
+ * waits for, a journey update that moves enrollments).  When (and only
+ * if) it commits, the sender of this database runs the executor.
+ */
+extern void journey_note_enrollment_due(void);
 /* launcher.c: shared memory, the launcher worker, the DROP DATABASE hook. */
 extern void journey_sender_register(void);
+/* worker.c: the sender's main loop. */
 extern PGDLLEXPORT void journey_sender_main(Datum main_arg);
+
+/* ---------- backup.c: logical backups ---------- */
+
+/* Whether this session is loading a dump (its rows replay nothing). */
+extern bool journey_loading_dump(void);
 
 #endif							/* JOURNEY_H */

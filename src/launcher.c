@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * launcher.c
- *	  The sender's launcher: shared memory, the static "journey launcher"
- *	  worker, and the hook that lets DROP DATABASE through.
+ *	  The sender's launcher: the static "journey launcher" worker, and the
+ *	  hook that lets DROP DATABASE through.  The shared memory they use is
+ *	  in shmem.c.
  *
  * The launcher connects to no database, so it never blocks one.  For each
  * database named in journey.database_name (a comma-separated list) that
@@ -26,6 +27,7 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_database.h"
 #include "commands/dbcommands.h"
@@ -55,10 +57,6 @@
 #define RESTART_MIN_MS 1000
 #define RESTART_MAX_MS 60000
 
-JourneySenderShmem *journey_sender_shmem = NULL;
-
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 static ProcessUtility_hook_type prev_ProcessUtility = NULL;
 
 /* The launcher's private view of each slot. */
@@ -74,31 +72,6 @@ typedef struct LauncherSlot
 } LauncherSlot;
 
 static LauncherSlot lslots[JOURNEY_MAX_SENDERS];
-
-static void
-journey_shmem_request(void)
-{
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
-	RequestAddinShmemSpace(MAXALIGN(sizeof(JourneySenderShmem)));
-}
-
-static void
-journey_shmem_startup(void)
-{
-	bool		found;
-
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	journey_sender_shmem = ShmemInitStruct("journey sender", sizeof(JourneySenderShmem), &found);
-	if (!found)
-	{
-		memset(journey_sender_shmem, 0, sizeof(JourneySenderShmem));
-		SpinLockInit(&journey_sender_shmem->mutex);
-	}
-	LWLockRelease(AddinShmemInitLock);
-}
 
 /* Asks the sender of the database "name" to leave it. */
 static void
@@ -169,10 +142,7 @@ journey_sender_register(void)
 {
 	BackgroundWorker worker;
 
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = journey_shmem_request;
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = journey_shmem_startup;
+	journey_sender_shmem_register();
 	prev_ProcessUtility = ProcessUtility_hook;
 	ProcessUtility_hook = journey_process_utility;
 
@@ -303,6 +273,17 @@ launcher_pass(void)
 	TimestampTz now = GetCurrentTimestamp();
 	long		wait_ms = journey_poll_interval_ms;
 	int			i;
+
+	/*
+	 * A hot standby sends nothing (its tables are read-only, and the
+	 * primary sends).  Look again each second: once promoted, it sends the
+	 * outstanding outbox at once.
+	 */
+	if (RecoveryInProgress())
+	{
+		pfree(raw);
+		return Min(wait_ms, 1000);
+	}
 
 	if (!SplitGUCList(raw, ',', &names))
 	{
@@ -444,9 +425,6 @@ journey_launcher_main(Datum main_arg)
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
 	pgstat_report_appname("journey launcher");
 
-	SpinLockAcquire(&journey_sender_shmem->mutex);
-	journey_sender_shmem->launcher_latch = MyLatch;
-	SpinLockRelease(&journey_sender_shmem->mutex);
 	memset(lslots, 0, sizeof(lslots));
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "journey launcher loop",
 									 ALLOCSET_DEFAULT_SIZES);

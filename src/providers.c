@@ -24,6 +24,7 @@
 
 #include "journey.h"
 #include "sender.h"
+#include "optout.h"
 
 /* Longest piece of a provider's response quoted in last_error. */
 #define RESPONSE_QUOTE_LEN 200
@@ -56,15 +57,15 @@ add_header(struct curl_slist *list, const char *fmt, const char *value)
 	return l;
 }
 
-/* Headers every HTTP provider gets; the message id is the idempotency key. */
+/*
+ * Headers every HTTP provider gets; the idempotency key joins the
+ * installation's id to the message id.
+ */
 static void
 common_headers(JourneyRequest *req, const char *content_type)
 {
-	char		idbuf[32];
-
-	snprintf(idbuf, sizeof(idbuf), INT64_FORMAT, req->msg->id);
 	req->headers = add_header(req->headers, "Content-Type: %s", content_type);
-	req->headers = add_header(req->headers, "Idempotency-Key: %s", idbuf);
+	req->headers = add_header(req->headers, "Idempotency-Key: %s", req->msg->idempotency_key);
 	/* Never wait for 100-continue: every body here is small. */
 	req->headers = add_header(req->headers, "Expect:%s", "");
 }
@@ -145,6 +146,34 @@ build_twilio(JourneyRequest *req)
 	return NULL;
 }
 
+/*
+ * RFC 8058 one-click unsubscribe.  The URL comes from
+ * journey.unsubscribe_link (a checked base and a base64url token), so it
+ * holds no space, control character or angle bracket to escape.
+ */
+static void
+append_smtp_unsubscribe(StringInfo b, JourneyMessage *m)
+{
+	if (m->unsubscribe_url == NULL)
+		return;
+	appendStringInfo(b, "List-Unsubscribe: <%s>\r\n", m->unsubscribe_url);
+	appendStringInfoString(b, "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n");
+}
+
+/* The same two headers in the Resend API's "headers" object. */
+static void
+append_resend_unsubscribe(StringInfo b, JourneyMessage *m)
+{
+	char	   *value;
+
+	if (m->unsubscribe_url == NULL)
+		return;
+	value = psprintf("<%s>", m->unsubscribe_url);
+	appendStringInfoString(b, ",\"headers\":{\"List-Unsubscribe\":");
+	escape_json(b, value);
+	appendStringInfoString(b, ",\"List-Unsubscribe-Post\":\"List-Unsubscribe=One-Click\"}");
+}
+
 static const char *
 build_resend(JourneyRequest *req)
 {
@@ -164,6 +193,7 @@ build_resend(JourneyRequest *req)
 	escape_json(&b, m->subject ? m->subject : "");
 	appendStringInfoString(&b, ",\"text\":");
 	escape_json(&b, m->body);
+	append_resend_unsubscribe(&b, m);
 	appendStringInfoChar(&b, '}');
 	req->payload = b.data;
 	req->payload_len = b.len;
@@ -208,7 +238,7 @@ build_smtp(JourneyRequest *req)
 	domain = strchr(from, '@');
 	domain = (domain && domain[1]) ? domain + 1 : "journey.invalid";
 	/* The message id is the idempotency key: a resend has the same one. */
-	req->provider_message_id = psprintf("<journey-" INT64_FORMAT "@%s>", m->id, domain);
+	req->provider_message_id = psprintf("<journey-%s@%s>", m->idempotency_key, domain);
 
 	gmtime_r(&now, &tm);
 	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
@@ -221,6 +251,7 @@ build_smtp(JourneyRequest *req)
 	journey_append_header(&b, "Subject", m->subject);
 	journey_append_header(&b, "Message-ID", req->provider_message_id);
 	appendStringInfo(&b, "X-Journey-Message-Id: " INT64_FORMAT "\r\n", m->id);
+	append_smtp_unsubscribe(&b, m);
 	appendStringInfoString(&b, "MIME-Version: 1.0\r\n"
 						   "Content-Type: text/plain; charset=UTF-8\r\n"
 						   "Content-Transfer-Encoding: base64\r\n\r\n");
@@ -394,6 +425,7 @@ classify(JourneyRequest *req, CURLcode rc, long status, JourneyResult *res)
 	res->error = NULL;
 	res->provider_message_id = NULL;
 	res->held = false;
+	res->suppress_reason = NULL;
 
 	if (rc != CURLE_OK)
 	{
@@ -444,7 +476,13 @@ classify(JourneyRequest *req, CURLcode rc, long status, JourneyResult *res)
 		res->retry_after_ms = (status == 429 || status == 503) ? req->retry_after_ms : -1;
 	}
 	else
+	{
 		res->outcome = JOURNEY_FAILED;
+		/* Twilio's "unsubscribed" and "not a (mobile) number": never again. */
+		if (strcmp(req->msg->kind, "twilio") == 0)
+			res->suppress_reason =
+				journey_twilio_error_suppression(response_id(&req->response, "code"));
+	}
 	res->error = psprintf("%s answered HTTP %ld: %s", req->msg->kind,
 						  status, response_quote(req));
 }

@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * sender.h
- *	  Declarations private to the sender: the launcher (launcher.c), the
- *	  sender loop (worker.c), the libcurl transport (transport.c) and the
+ *	  Declarations private to the sender: its shared memory (shmem.c), the
+ *	  launcher (launcher.c), the sender loop (worker.c), the libcurl transport (transport.c) and the
  *	  provider kinds (providers.c).
  *
  * The launcher is a static background worker connected to no database; it
@@ -31,21 +31,45 @@
 typedef struct JourneySenderSlot
 {
 	Oid			dboid;			/* database served; InvalidOid when free */
-	pid_t		pid;			/* running sender, 0 when none */
 	Latch	   *latch;			/* its latch, set to wake it */
 	bool		stop_requested; /* leave the database (it is being dropped) */
 	TimestampTz stop_requested_at;
+	/* What journey.sender_status() shows (health.c), since the start. */
+	int			pid;
+	TimestampTz started_at;
+	TimestampTz last_claim_at;
+	TimestampTz last_result_at;
+	int			in_flight;
+	int64		sent;
+	int64		failed;
+	int64		retried;
+	/* The executor in the sender (worker_executor.c), counted since it started. */
+	bool		enrollments_due;	/* a commit made enrollments due */
+	bool		executor_enabled;	/* journey.executor_in_worker as it sees it */
+	uint64		executor_wakeups;	/* commits that set enrollments_due */
+	uint64		executor_passes;
+	uint64		executor_advanced;	/* enrollments its passes handled */
+	TimestampTz executor_last_pass_at;
+	TimestampTz executor_next_pass_at;	/* 0: at the loop's next turn */
 } JourneySenderSlot;
 
 typedef struct JourneySenderShmem
 {
 	slock_t		mutex;
-	Latch	   *launcher_latch;
 	JourneySenderSlot slots[JOURNEY_MAX_SENDERS];
 } JourneySenderShmem;
 
-/* NULL unless the library was preloaded (no worker, nothing to wake). */
+/* shmem.c: NULL unless the library was preloaded (no worker, nothing to wake). */
 extern JourneySenderShmem *journey_sender_shmem;
+
+/* shmem.c: asks for the shared memory; from _PG_init only. */
+extern void journey_sender_shmem_register(void);
+
+/*
+ * shmem.c: publishes this sender's latch in its slot until it
+ * exits; a sender never wakes itself at commit.
+ */
+extern void journey_sender_attach(int slot);
 
 /* What the launcher passes a sender in bgw_extra. */
 typedef struct JourneySenderArgs
@@ -79,6 +103,9 @@ typedef struct JourneyMessage
 	char	   *credentials;	/* never logged, never in last_error */
 	char	   *settings;		/* provider settings, jsonb as text */
 	char	   *provider_id;	/* the journey.providers row, for its cap */
+	/* <installation id>-<id>: unique across databases and reinstalls */
+	char	   *idempotency_key;
+	char	   *unsubscribe_url;	/* List-Unsubscribe target, NULL when none */
 } JourneyMessage;
 
 typedef enum JourneyOutcome
@@ -122,7 +149,15 @@ typedef struct JourneyResult
 	char	   *provider_message_id;
 	int64		retry_after_ms; /* -1: use the backoff */
 	bool		held;			/* its row was locked by another transaction */
+	const char *suppress_reason;	/* the provider refuses the address for good */
 } JourneyResult;
+
+/* worker_executor.c: the executor's step in the sender's loop */
+extern void journey_worker_executor_init(int slot);
+/* Runs a pass when one is due; true when it advanced enrollments. */
+extern bool journey_worker_executor_step(void);
+/* Milliseconds until a pass is due, -1 for none. */
+extern long journey_worker_executor_wait_ms(void);
 
 /* providers.c */
 /* Builds msg's request in cxt (which holds msg); NULL and *error if it can't. */
@@ -142,6 +177,11 @@ extern void journey_append_header(StringInfo b, const char *name, const char *va
 extern void journey_append_address_header(StringInfo b, const char *name, const char *value);
 /* The addr-spec of "Name <addr>" or of a bare address. */
 extern char *journey_addr_spec(const char *s);
+/* health.c: the sender's counters in its shared-memory slot */
+extern void journey_health_started(int slot);
+extern void journey_health_claimed(int slot, int in_flight);
+extern void journey_health_results(int slot, int in_flight, int64 sent,
+								   int64 failed, int64 retried);
 
 /* transport.c */
 extern void journey_transport_init(void);

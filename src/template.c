@@ -47,22 +47,20 @@ struct JourneyTemplate
 	TemplateNode *nodes;
 };
 
-static void
-template_error(const char *source, const char *at, const char *where,
+/* Records a malformed-template error in *err; returns NULL for the caller to return. */
+static const char *
+template_error(JourneyError *err, const char *source, const char *at, const char *where,
 			   const char *problem, const char *hint)
 {
 	int			position = pg_mbstrlen_with_len(source, at - source) + 1;
 
-	if (where)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("malformed template in %s at character %d: %s",
-						where, position, problem),
-				 errhint("%s", hint)));
-	ereport(ERROR,
-			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("malformed template at character %d: %s", position, problem),
-			 errhint("%s", hint)));
+	err->sqlstate = ERRCODE_INVALID_PARAMETER_VALUE;
+	err->message = where ?
+		psprintf("malformed template in %s at character %d: %s", where, position, problem) :
+		psprintf("malformed template at character %d: %s", position, problem);
+	err->reason = err->message;
+	err->hint = hint;
+	return NULL;
 }
 
 #define TAG_HINT "Write tags as {{ customer.first_name }} or {{ customer.first_name | default: \"there\" }}."
@@ -87,9 +85,13 @@ is_ident_char(char c)
 	return is_ident_start(c) || (c >= '0' && c <= '9') || c == '-';
 }
 
-/* Parses one tag starting just after "{{"; returns the position after "}}". */
+/*
+ * Parses one tag starting just after "{{"; returns the position after "}}",
+ * or NULL with *err set.
+ */
 static const char *
-parse_tag(const char *source, const char *open, const char *where, TemplateNode *node)
+parse_tag(const char *source, const char *open, const char *where, TemplateNode *node,
+		  JourneyError *err)
 {
 	const char *p = skip_spaces(open + 2);
 	const char *path_start = p;
@@ -101,21 +103,21 @@ parse_tag(const char *source, const char *open, const char *where, TemplateNode 
 	node->default_value = NULL;
 
 	if (*p == '\0')
-		template_error(source, open, where, "unclosed tag", TAG_HINT);
+		return template_error(err, source, open, where, "unclosed tag", TAG_HINT);
 	if (*p == '}' && p[1] == '}')
-		template_error(source, open, where, "empty tag", TAG_HINT);
+		return template_error(err, source, open, where, "empty tag", TAG_HINT);
 
 	for (;;)
 	{
 		const char *seg = p;
 
 		if (!is_ident_start(*p))
-			template_error(source, p, where,
+			return template_error(err, source, p, where,
 						   "a path segment must start with a letter or underscore", TAG_HINT);
 		while (is_ident_char(*p))
 			p++;
 		if (node->nsegments == MAX_PATH_SEGMENTS)
-			template_error(source, seg, where, "path has too many segments",
+			return template_error(err, source, seg, where, "path has too many segments",
 						   "A path has at most 8 dot-separated parts.");
 		node->segments[node->nsegments++] = pnstrdup(seg, p - seg);
 		if (*p != '.')
@@ -132,20 +134,20 @@ parse_tag(const char *source, const char *open, const char *where, TemplateNode 
 
 		p = skip_spaces(p + 1);
 		if (strncmp(p, "default", 7) != 0 || is_ident_char(p[7]))
-			template_error(source, p, where, "unknown filter",
+			return template_error(err, source, p, where, "unknown filter",
 						   "The only filter is default: {{ path | default: \"text\" }}.");
 		p = skip_spaces(p + 7);
 		if (*p != ':')
-			template_error(source, p, where, "expected \":\" after default", TAG_HINT);
+			return template_error(err, source, p, where, "expected \":\" after default", TAG_HINT);
 		p = skip_spaces(p + 1);
 		if (*p != '"' && *p != '\'')
-			template_error(source, p, where, "the default must be a quoted string", TAG_HINT);
+			return template_error(err, source, p, where, "the default must be a quoted string", TAG_HINT);
 		quote = *p++;
 		initStringInfo(&dflt);
 		while (*p != quote)
 		{
 			if (*p == '\0')
-				template_error(source, open, where, "unterminated string in default", TAG_HINT);
+				return template_error(err, source, open, where, "unterminated string in default", TAG_HINT);
 			if (*p == '\\' && (p[1] == quote || p[1] == '\\'))
 				p++;
 			appendStringInfoChar(&dflt, *p++);
@@ -155,14 +157,14 @@ parse_tag(const char *source, const char *open, const char *where, TemplateNode 
 	}
 
 	if (*p == '\0')
-		template_error(source, open, where, "unclosed tag", TAG_HINT);
+		return template_error(err, source, open, where, "unclosed tag", TAG_HINT);
 	if (p[0] != '}' || p[1] != '}')
-		template_error(source, p, where, "unexpected character in tag", TAG_HINT);
+		return template_error(err, source, p, where, "unexpected character in tag", TAG_HINT);
 	return p + 2;
 }
 
 JourneyTemplate *
-journey_template_parse(const char *source, const char *where)
+journey_template_compile(const char *source, const char *where, JourneyError *err)
 {
 	JourneyTemplate *tmpl = palloc0(sizeof(JourneyTemplate));
 	int			capacity = 8;
@@ -193,8 +195,21 @@ journey_template_parse(const char *source, const char *where)
 			continue;
 		}
 		node = &tmpl->nodes[tmpl->nnodes++];
-		p = parse_tag(source, open, where, node);
+		p = parse_tag(source, open, where, node, err);
+		if (p == NULL)
+			return NULL;
 	}
+	return tmpl;
+}
+
+JourneyTemplate *
+journey_template_parse(const char *source, const char *where)
+{
+	JourneyError err;
+	JourneyTemplate *tmpl = journey_template_compile(source, where, &err);
+
+	if (tmpl == NULL)
+		journey_error_raise(&err);
 	return tmpl;
 }
 
@@ -207,8 +222,8 @@ segment_in(const char *segment, const char *const *allowed)
 	return false;
 }
 
-void
-journey_template_check_paths(const JourneyTemplate *tmpl, const char *where)
+bool
+journey_template_paths_ok(const JourneyTemplate *tmpl, const char *where, JourneyError *err)
 {
 	static const char *const business_fields[] =
 	{"name", "email", "phone", "google_review_url", "timezone", NULL};
@@ -232,10 +247,10 @@ journey_template_check_paths(const JourneyTemplate *tmpl, const char *where)
 			if (node->nsegments != 2 || !segment_in(node->segments[1], business_fields))
 				problem = "is not a business field (name, email, phone, google_review_url, timezone)";
 		}
-		else if (strcmp(ns, "review_link") == 0)
+		else if (strcmp(ns, "review_link") == 0 || strcmp(ns, "unsubscribe_url") == 0)
 		{
 			if (node->nsegments != 1)
-				problem = "has fields, but review_link is a plain value";
+				problem = psprintf("has fields, but %s is a plain value", ns);
 		}
 		else if (strcmp(ns, "enrollment") == 0)
 		{
@@ -246,14 +261,18 @@ journey_template_check_paths(const JourneyTemplate *tmpl, const char *where)
 			problem = "has an unknown namespace";
 
 		if (problem)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 where ?
-					 errmsg("template path \"%s\" in %s %s", node->text, where, problem) :
-					 errmsg("template path \"%s\" %s", node->text, problem),
-					 errhint("Paths are customer.<field or attribute>, business.<field>, "
-							 "review_link, enrollment.meta.<key> and event.<key>.")));
+		{
+			err->sqlstate = ERRCODE_INVALID_PARAMETER_VALUE;
+			err->message = where ?
+				psprintf("template path \"%s\" in %s %s", node->text, where, problem) :
+				psprintf("template path \"%s\" %s", node->text, problem);
+			err->reason = err->message;
+			err->hint = "Paths are customer.<field or attribute>, business.<field>, "
+				"review_link, enrollment.meta.<key> and event.<key>.";
+			return false;
+		}
 	}
+	return true;
 }
 
 static bool
@@ -293,36 +312,20 @@ ensure_room(StringInfo out, Size n)
 				 errhint("Shorten the template or the values it inserts.")));
 }
 
-/* Appends a scalar's text; returns false for null or empty. */
+/* Appends a value's text; returns false for null or empty. */
 static bool
 append_value(StringInfo out, JsonbValue *v)
 {
-	switch (v->type)
-	{
-		case jbvNull:
-			return false;
-		case jbvString:
-			if (v->val.string.len == 0)
-				return false;
-			ensure_room(out, v->val.string.len);
-			appendBinaryStringInfo(out, v->val.string.val, v->val.string.len);
-			return true;
-		case jbvNumeric:
-			appendStringInfoString(out,
-								   DatumGetCString(DirectFunctionCall1(numeric_out,
-																	   NumericGetDatum(v->val.numeric))));
-			ensure_room(out, 0);
-			return true;
-		case jbvBool:
-			appendStringInfoString(out, v->val.boolean ? "true" : "false");
-			return true;
-		default:
-			/* Its text is about as long as its binary form. */
-			ensure_room(out, v->val.binary.len);
-			(void) JsonbToCString(out, v->val.binary.data, v->val.binary.len);
-			ensure_room(out, 0);
-			return true;
-	}
+	if (v->type == jbvNull || (v->type == jbvString && v->val.string.len == 0))
+		return false;
+	/* A string's or container's text is about as long as its binary form. */
+	if (v->type == jbvString)
+		ensure_room(out, v->val.string.len);
+	else if (v->type == jbvBinary)
+		ensure_room(out, v->val.binary.len);
+	journey_append_value_text(out, v);
+	ensure_room(out, 0);
+	return true;
 }
 
 /* customer.first_name: the first word of the full name. */

@@ -14,8 +14,7 @@
  * journey tables for their own reads and writes, so a tenant needs no table
  * privileges to use them and row-level security cannot hide another
  * tenant's object from the check (which must answer 42501, not "not found").
- * While the owner acts, search_path is pinned as a SECURITY DEFINER
- * function's SET clause would pin it.
+ * search_path is pinned by each function's declaration, not here.
  *
  * create_business is how a tenant signs up: the one way a member gains a
  * membership by itself.  Privileges and row-level policies are declared in
@@ -47,6 +46,7 @@
 /* Membership look-ups, planned once per backend (journey_spi_kept). */
 static SPIPlanPtr plan_member_businesses = NULL;
 static SPIPlanPtr plan_is_member = NULL;
+static SPIPlanPtr plan_business_exists = NULL;
 
 PG_FUNCTION_INFO_V1(journey_current_member);
 PG_FUNCTION_INFO_V1(journey_member_business_ids);
@@ -54,16 +54,6 @@ PG_FUNCTION_INFO_V1(journey_create_business);
 
 /* Longest business name create_business accepts, in characters. */
 #define JOURNEY_BUSINESS_NAME_MAX 200
-
-/*
- * The search_path queries run with while the owner is acting.  Every query
- * journey issues is schema-qualified, but a caller's search_path could put
- * a schema of its own before pg_catalog and capture an unqualified function
- * or operator, which would then run with the owner's rights; pinning the
- * path the way a SECURITY DEFINER function's SET clause does closes that
- * door for every owner-switching function at once.
- */
-#define JOURNEY_OWNER_SEARCH_PATH "pg_catalog, pg_temp"
 
 /* The role owning the journey tables; row-level security does not bind it. */
 Oid
@@ -93,17 +83,12 @@ journey_become_owner(JourneyUserSwitch *saved)
 						   saved->sec_context |
 						   SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
-	saved->guc_nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", JOURNEY_OWNER_SEARCH_PATH,
-							 PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
 }
 
 void
 journey_restore_user(JourneyUserSwitch *saved)
 {
 	/* An error in between is undone by (sub)transaction abort instead. */
-	AtEOXact_GUC(true, saved->guc_nestlevel);
 	SetUserIdAndSecContext(saved->userid, saved->sec_context);
 }
 
@@ -210,7 +195,7 @@ journey_member_business_ids(PG_FUNCTION_ARGS)
 			if (SPI_connect() != SPI_OK_CONNECT)
 				elog(ERROR, "SPI_connect failed");
 			if (journey_spi_kept(&plan_member_businesses, "SELECT business_id FROM journey.business_members "
-									  "WHERE member OPERATOR(pg_catalog.=) $1",
+									  "WHERE member = $1",
 									  1, argtypes, values, NULL, true, 0) != SPI_OK_SELECT)
 				elog(ERROR, "membership look-up failed");
 			nids = SPI_processed;
@@ -270,8 +255,8 @@ caller_is_member(Datum business_id, char **member_out)
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
 		if (journey_spi_kept(&plan_is_member, "SELECT 1 FROM journey.business_members "
-								  "WHERE business_id OPERATOR(pg_catalog.=) $1 "
-								  "AND member OPERATOR(pg_catalog.=) $2",
+								  "WHERE business_id = $1 "
+								  "AND member = $2",
 								  2, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)
 			elog(ERROR, "membership look-up failed");
 		is_member = SPI_processed > 0;
@@ -314,6 +299,27 @@ journey_require_visible(Datum business_id, const char *kind, Datum id, const cha
 
 	if (!caller_is_member(business_id, &member))
 		journey_raise_missing(kind, id, hint);
+}
+
+void
+journey_require_business_exists(Datum business_id)
+{
+	Oid			types[1] = {UUIDOID};
+	Datum		values[1] = {business_id};
+	bool		exists;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (journey_spi_kept(&plan_business_exists, "SELECT 1 FROM journey.businesses WHERE id = $1",
+							  1, types, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "business look-up failed");
+	exists = SPI_processed > 0;
+	SPI_finish();
+	if (!exists)
+		ereport(ERROR,
+				(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
+				 errmsg("business %s does not exist", journey_uuid_text(business_id)),
+				 errhint("Create it with journey.create_business, or pass the id it returned.")));
 }
 
 /*

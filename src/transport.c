@@ -233,7 +233,7 @@ journey_transport_start(JourneyRequest *req)
 	}
 	else
 	{
-		curl_easy_setopt(e, CURLOPT_USERAGENT, "journey/0.1");
+		curl_easy_setopt(e, CURLOPT_USERAGENT, "journey/" JOURNEY_VERSION);
 		curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
 		curl_easy_setopt(e, CURLOPT_HEADERDATA, req);
 		curl_easy_setopt(e, CURLOPT_HTTPHEADER, req->headers);

@@ -11,7 +11,10 @@
  *	1. exit events stop every active enrollment of their customer whose
  *	   sequence lists the event type in exit_event_types, cancelling the
  *	   enrollment's queued messages;
- *	2. trigger events enroll their customer, as of occurred_at, in every
+ *	2. awaited events make due at once every active enrollment of their
+ *	   customer waiting at a wait_until step for that event type, and mark
+ *	   it (meta.wait_until) so the executor takes the step's "then" arm;
+ *	3. trigger events enroll their customer, as of occurred_at, in every
  *	   active sequence of the business with that trigger_event_type,
  *	   honouring reentry.  Within one statement, a customer is enrolled
  *	   once per sequence (by the earliest event), and not at all when the
@@ -19,7 +22,7 @@
  *	   The enrollment row itself records when and by which event it began
  *	   (enrolled_at, trigger_event_id); the log holds what happened after.
  *
- * Both run as the tables' owner: the inserting role passed the events'
+ * All run as the tables' owner: the inserting role passed the events'
  * own privilege and row-level checks, and the customer foreign key on
  * events guarantees every customer belongs to its event's business.
  *
@@ -43,7 +46,7 @@ PG_FUNCTION_INFO_V1(journey_match_events);
  */
 #define EXIT_EVENTS_CTE \
 	"exit_events AS MATERIALIZED (" \
-	" SELECT e.business_id, e.customer_id, e.event_type, pg_catalog.max(e.occurred_at) AS last_at" \
+	" SELECT e.business_id, e.customer_id, e.event_type, max(e.occurred_at) AS last_at" \
 	" FROM journey_new_events e" \
 	" WHERE e.customer_id IS NOT NULL" \
 	"   AND EXISTS (SELECT 1 FROM journey.sequences s" \
@@ -62,15 +65,15 @@ static const char *stop_sql =
 "WITH " EXIT_EVENTS_CTE ","
 " stopped AS ("
 "  UPDATE journey.sequence_enrollments en SET status = 'stopped',"
-"   stop_reason = 'exit_event:' OPERATOR(pg_catalog.||) ex.event_type,"
+"   stop_reason = 'exit_event:' || ex.event_type,"
 "   finished_at = ex.last_at, last_event_at = ex.last_at, next_run_at = NULL"
 "  FROM exit_events ex JOIN journey.sequences s"
-"   ON s.business_id OPERATOR(pg_catalog.=) ex.business_id"
-"  AND ex.event_type OPERATOR(pg_catalog.=) ANY (s.exit_event_types)"
-"  WHERE en.business_id OPERATOR(pg_catalog.=) ex.business_id"
-"  AND en.customer_id OPERATOR(pg_catalog.=) ex.customer_id"
-"  AND en.sequence_id OPERATOR(pg_catalog.=) s.id"
-"  AND en.status OPERATOR(pg_catalog.=) 'active'"
+"   ON s.business_id = ex.business_id"
+"  AND ex.event_type = ANY (s.exit_event_types)"
+"  WHERE en.business_id = ex.business_id"
+"  AND en.customer_id = ex.customer_id"
+"  AND en.sequence_id = s.id"
+"  AND en.status = 'active'"
 "  RETURNING en.id, en.business_id, en.current_step_index, en.stop_reason, en.finished_at)"
 " " JOURNEY_STOPPED_ARRAYS_SELECT;
 
@@ -79,39 +82,81 @@ static const char *enroll_sql =
 " candidates AS ("
 "  SELECT DISTINCT ON (s.id, e.customer_id)"
 "   s.id AS sequence_id, s.business_id, e.customer_id, e.id AS event_id, e.event_type,"
-"   e.occurred_at, e.payload, s.reentry, s.exit_event_types"
+"   e.occurred_at, e.payload, s.reentry, s.exit_event_types, s.version"
 "  FROM journey_new_events e"
-"  JOIN journey.sequences s ON s.business_id OPERATOR(pg_catalog.=) e.business_id"
-"   AND s.trigger_event_type OPERATOR(pg_catalog.=) e.event_type"
-"   AND s.status OPERATOR(pg_catalog.=) 'active'"
+"  JOIN journey.sequences s ON s.business_id = e.business_id"
+"   AND s.trigger_event_type = e.event_type"
+"   AND s.status = 'active'"
 "  WHERE e.customer_id IS NOT NULL"
 "  ORDER BY s.id, e.customer_id, e.occurred_at, e.id),"
 " enrolled AS ("
 "  INSERT INTO journey.sequence_enrollments (business_id, sequence_id, customer_id,"
-"   current_step_index, next_run_at, last_event_at, meta, enrolled_at, trigger_event_id)"
+"   current_step_index, next_run_at, last_event_at, meta, enrolled_at, trigger_event_id,"
+"   sequence_version)"
 "  SELECT c.business_id, c.sequence_id, c.customer_id, 1,"
-"   c.occurred_at OPERATOR(pg_catalog.+) (coalesce(st.wait_ms, 0)::pg_catalog.float8"
-"    OPERATOR(pg_catalog.*) interval '1 millisecond'),"
-"   c.occurred_at, pg_catalog.jsonb_build_object('event', c.payload), c.occurred_at, c.event_id"
+"   c.occurred_at + (coalesce(st.wait_ms, 0)::float8"
+"    * interval '1 millisecond'),"
+"   c.occurred_at, jsonb_build_object('event', c.payload), c.occurred_at, c.event_id,"
+"   c.version"
 "  FROM candidates c"
-"  LEFT JOIN journey.sequence_steps st ON st.sequence_id OPERATOR(pg_catalog.=) c.sequence_id"
-"   AND st.step_index OPERATOR(pg_catalog.=) 1"
-"  WHERE (c.reentry OPERATOR(pg_catalog.=) 'after_exit' OR NOT EXISTS ("
+"  LEFT JOIN journey.sequence_steps st ON st.sequence_id = c.sequence_id"
+"   AND st.version = c.version AND st.step_index = 1"
+"  WHERE (c.reentry = 'after_exit' OR NOT EXISTS ("
 "    SELECT 1 FROM journey.sequence_enrollments x"
-"    WHERE x.business_id OPERATOR(pg_catalog.=) c.business_id"
-"    AND x.customer_id OPERATOR(pg_catalog.=) c.customer_id"
-"    AND x.sequence_id OPERATOR(pg_catalog.=) c.sequence_id))"
+"    WHERE x.business_id = c.business_id"
+"    AND x.customer_id = c.customer_id"
+"    AND x.sequence_id = c.sequence_id))"
 "  AND NOT EXISTS ("
 "    SELECT 1 FROM exit_events ex"
-"    WHERE ex.business_id OPERATOR(pg_catalog.=) c.business_id"
-"    AND ex.customer_id OPERATOR(pg_catalog.=) c.customer_id"
-"    AND ex.event_type OPERATOR(pg_catalog.=) ANY (c.exit_event_types)"
-"    AND ex.last_at OPERATOR(pg_catalog.>=) c.occurred_at)"
-"  ON CONFLICT (sequence_id, customer_id) WHERE status OPERATOR(pg_catalog.=) 'active' DO NOTHING"
+"    WHERE ex.business_id = c.business_id"
+"    AND ex.customer_id = c.customer_id"
+"    AND ex.event_type = ANY (c.exit_event_types)"
+"    AND ex.last_at >= c.occurred_at)"
+"  ON CONFLICT (sequence_id, customer_id) WHERE status = 'active' DO NOTHING"
 "  RETURNING 1)"
-" SELECT pg_catalog.count(*) FROM enrolled";
+" SELECT count(*) FROM enrolled";
+
+/*
+ * wait_until: the earliest awaited event of the statement per waiting
+ * enrollment.  The marker records which step it arrived for and the
+ * deadline it had to beat (the enrollment's next_run_at, set on arrival at
+ * the step to arrival + timeout_ms), so the executor decides event_arrived
+ * or timed_out from the row alone, whenever it runs.  An event that
+ * occurred after the deadline leaves next_run_at alone: the timeout is due
+ * first.  The step and version are checked again on the row being updated,
+ * so an enrollment an executor moved on meanwhile is left alone.
+ */
+static const char *wake_sql =
+"UPDATE journey.sequence_enrollments en"
+"   SET next_run_at = LEAST(en.next_run_at, w.occurred_at),"
+"       meta = en.meta OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('wait_until',"
+"        pg_catalog.jsonb_build_object('step', w.step_index, 'event_id', w.event_id,"
+"         'occurred_at', w.occurred_at, 'timeout_at', en.next_run_at))"
+"  FROM (SELECT DISTINCT ON (x.id) x.id, x.current_step_index AS step_index,"
+"               x.sequence_version, e.id AS event_id, e.occurred_at"
+"          FROM journey_new_events e"
+"          JOIN journey.sequence_steps st"
+"            ON st.business_id OPERATOR(pg_catalog.=) e.business_id"
+"           AND st.kind OPERATOR(pg_catalog.=) 'wait_until'"
+"           AND (st.branch_config OPERATOR(pg_catalog.->>) 'event') OPERATOR(pg_catalog.=) e.event_type"
+"          JOIN journey.sequence_enrollments x"
+"            ON x.business_id OPERATOR(pg_catalog.=) e.business_id"
+"           AND x.customer_id OPERATOR(pg_catalog.=) e.customer_id"
+"           AND x.sequence_id OPERATOR(pg_catalog.=) st.sequence_id"
+"           AND x.sequence_version OPERATOR(pg_catalog.=) st.version"
+"           AND x.current_step_index OPERATOR(pg_catalog.=) st.step_index"
+"           AND x.status OPERATOR(pg_catalog.=) 'active'"
+"         WHERE e.customer_id IS NOT NULL"
+"         ORDER BY x.id, e.occurred_at, e.id) w"
+" WHERE en.id OPERATOR(pg_catalog.=) w.id"
+"   AND en.status OPERATOR(pg_catalog.=) 'active'"
+"   AND en.current_step_index OPERATOR(pg_catalog.=) w.step_index"
+"   AND en.sequence_version OPERATOR(pg_catalog.=) w.sequence_version"
+"   AND ((en.meta OPERATOR(pg_catalog.#>>) '{wait_until,step}')::pg_catalog.int4"
+"        IS DISTINCT FROM en.current_step_index)";
 
 static SPIPlanPtr stop_plan = NULL;
+static SPIPlanPtr wake_plan = NULL;
 static SPIPlanPtr enroll_plan = NULL;
 
 Datum
@@ -127,6 +172,9 @@ journey_match_events(PG_FUNCTION_ARGS)
 		!TRIGGER_FIRED_BY_INSERT(trigdata->tg_event) ||
 		trigdata->tg_newtable == NULL)
 		elog(ERROR, "journey_match_events must be an AFTER INSERT statement trigger with a NEW TABLE");
+	/* A restored event already had its effects: they are in the dump. */
+	if (journey_loading_dump())
+		return PointerGetDatum(NULL);
 
 	journey_become_owner(&saved);
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -139,9 +187,28 @@ journey_match_events(PG_FUNCTION_ARGS)
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "stopping enrollments on exit events failed: %s", SPI_result_code_string(rc));
 	journey_cancel_and_log_stops(SPI_tuptable);
+	if (journey_schema_has_versions())
+	{
+		rc = SPI_execute_plan(journey_keep_plan(&wake_plan, wake_sql, 0, NULL), NULL, NULL,
+							  false, 0);
+		if (rc != SPI_OK_UPDATE)
+			elog(ERROR, "waking enrollments that await events failed: %s",
+				 SPI_result_code_string(rc));
+	}
+	/*
+	 * TODO(lead): when latency's commit wake-up of the executor lands, call
+	 * it here when SPI_processed > 0 (these enrollments are due now).
+	 */
 	rc = SPI_execute_plan(journey_keep_plan(&enroll_plan, enroll_sql, 0, NULL), NULL, NULL, false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "enrolling customers on trigger events failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed == 1)
+	{
+		bool		isnull;
+
+		if (DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) > 0)
+			journey_note_enrollment_due();
+	}
 
 	SPI_finish();
 	journey_restore_user(&saved);

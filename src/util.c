@@ -22,7 +22,9 @@
 #include "mb/pg_wchar.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/datetime.h"
+#include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
@@ -44,6 +46,19 @@ journey_schema_oid(void)
 		get_namespace_name(cached_schema_oid) == NULL)
 		cached_schema_oid = get_namespace_oid("journey", false);
 	return cached_schema_oid;
+}
+
+/*
+ * Whether the installed schema has 0.3's versions (and with them the step
+ * counters): false while a newer library runs on an older schema, between
+ * the library's upgrade and ALTER EXTENSION UPDATE.  A catalog cache look-up.
+ */
+bool
+journey_schema_has_versions(void)
+{
+	Oid			rel = get_relname_relid("sequence_enrollments", journey_schema_oid());
+
+	return OidIsValid(rel) && get_attnum(rel, "sequence_version") != InvalidAttrNumber;
 }
 
 bool
@@ -75,21 +90,60 @@ journey_jsonb_get(Jsonb *obj, const char *key)
 	return memcpy(palloc(sizeof(JsonbValue)), &value, sizeof(JsonbValue));
 }
 
+void
+journey_append_value_text(StringInfo out, JsonbValue *v)
+{
+	switch (v->type)
+	{
+		case jbvNull:
+			appendStringInfoString(out, "null");
+			break;
+		case jbvString:
+			appendBinaryStringInfo(out, v->val.string.val, v->val.string.len);
+			break;
+		case jbvNumeric:
+			appendStringInfoString(out,
+								   DatumGetCString(DirectFunctionCall1(numeric_out,
+																	   NumericGetDatum(v->val.numeric))));
+			break;
+		case jbvBool:
+			appendStringInfoString(out, v->val.boolean ? "true" : "false");
+			break;
+		default:
+			(void) JsonbToCString(out, v->val.binary.data, v->val.binary.len);
+			break;
+	}
+}
+
 char *
 journey_jsonb_get_text(Jsonb *obj, const char *key)
 {
 	JsonbValue *v = journey_jsonb_get(obj, key);
+	StringInfoData text;
 
 	if (v == NULL || v->type == jbvNull)
 		return NULL;
-	if (v->type == jbvString)
-		return pnstrdup(v->val.string.val, v->val.string.len);
-	if (v->type == jbvNumeric)
-		return DatumGetCString(DirectFunctionCall1(numeric_out,
-												   NumericGetDatum(v->val.numeric)));
-	if (v->type == jbvBool)
-		return pstrdup(v->val.boolean ? "true" : "false");
-	return JsonbToCString(NULL, v->val.binary.data, v->val.binary.len);
+	initStringInfo(&text);
+	journey_append_value_text(&text, v);
+	return text.data;
+}
+
+double
+journey_numeric_to_double(Numeric n)
+{
+	char	   *text = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(n)));
+
+	/* strtod saturates where float8in would raise 22003. */
+	return strtod(text, NULL);
+}
+
+void
+journey_error_raise(const JourneyError *err)
+{
+	ereport(ERROR,
+			(errcode(err->sqlstate),
+			 errmsg_internal("%s", err->message),
+			 err->hint ? errhint("%s", err->hint) : 0));
 }
 
 bool
@@ -162,6 +216,27 @@ journey_timestamp_add_ms(TimestampTz ts, int64 ms)
 						   (long long) ms),
 				 errhint("Use a smaller wait_ms.")));
 	return result;
+}
+
+/*
+ * As a function's SET clause does: an error before the unpin is undone by
+ * (sub)transaction abort.
+ */
+int
+journey_pin_search_path(void)
+{
+	int			nestlevel = NewGUCNestLevel();
+
+	(void) set_config_option("search_path", JOURNEY_SEARCH_PATH,
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	return nestlevel;
+}
+
+void
+journey_unpin_search_path(int nestlevel)
+{
+	AtEOXact_GUC(true, nestlevel);
 }
 
 /*
@@ -266,4 +341,59 @@ journey_exit_event_types_are_valid(PG_FUNCTION_ARGS)
 			PG_RETURN_BOOL(false);
 	}
 	PG_RETURN_BOOL(true);
+}
+
+/* ---------- argument checks and SPI results of the API functions ---------- */
+
+void
+journey_require_arg(FunctionCallInfo fcinfo, int argno, const char *name, const char *hint)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", name),
+				 errhint("%s", hint)));
+}
+
+void
+journey_require_finite(TimestampTz ts, const char *name)
+{
+	if (TIMESTAMP_NOT_FINITE(ts))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be a finite time", name),
+				 errhint("Pass a real moment such as now() or '2026-01-15 09:00+00'.")));
+}
+
+void
+journey_require_object(Jsonb *value, const char *name, const char *hint)
+{
+	if (!JB_ROOT_IS_OBJECT(value) || JB_ROOT_IS_SCALAR(value))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be a JSON object", name),
+				 errhint("%s", hint)));
+}
+
+char *
+journey_uuid_text(Datum id)
+{
+	return DatumGetCString(DirectFunctionCall1(uuid_out, id));
+}
+
+Datum
+journey_spi_get_copy(int row, int col, Oid type, bool *isnull, MemoryContext cxt)
+{
+	Datum		value = SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, isnull);
+	MemoryContext old;
+	int16		typlen;
+	bool		typbyval;
+
+	if (*isnull)
+		return (Datum) 0;
+	get_typlenbyval(type, &typlen, &typbyval);
+	old = MemoryContextSwitchTo(cxt);
+	value = datumCopy(value, typbyval, typlen);
+	MemoryContextSwitchTo(old);
+	return value;
 }

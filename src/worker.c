@@ -2,7 +2,7 @@
  *
  * worker.c
  *	  The sender background worker: claims due messages, hands them to the
- *	  transport and writes back each result; and the wake-up at commit.
+ *	  transport and writes back each result.
  *
  * One loop, in worker_spi's shape: wait on the latch, libcurl's sockets and
  * timers at once; collect finished requests; write their results in one
@@ -15,6 +15,9 @@
  * go out again within seconds, under the same idempotency key, first and
  * one at a time.  A message that keeps killing the sender runs out of
  * attempts that way and fails alone.
+ *
+ * Each turn of the loop may also take one executor batch for the database
+ * (worker_executor.c), in a transaction of its own between the others.
  *
  *-------------------------------------------------------------------------
  */
@@ -45,67 +48,7 @@
 
 #include "journey.h"
 #include "sender.h"
-
-PG_FUNCTION_INFO_V1(journey_wake_sender);
-
-/* ---------- waking the sender at commit (any backend) ---------- */
-
-static bool wake_callback_registered = false;
-static bool wake_pending = false;
-static bool am_sender = false;
-
-static void
-wake_xact_callback(XactEvent event, void *arg)
-{
-	int			i;
-
-	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
-	{
-		if (!wake_pending || journey_sender_shmem == NULL)
-		{
-			wake_pending = false;
-			return;
-		}
-		wake_pending = false;
-		for (i = 0; i < JOURNEY_MAX_SENDERS; i++)
-		{
-			JourneySenderSlot *s = &journey_sender_shmem->slots[i];
-
-			/* A stale latch is harmless: SetLatch checks its owner. */
-			if (s->dboid == MyDatabaseId && s->latch != NULL)
-				SetLatch(s->latch);
-		}
-	}
-	else if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
-		wake_pending = false;
-}
-
-void
-journey_sender_wake_at_commit(void)
-{
-	if (journey_sender_shmem == NULL || am_sender)
-		return;
-	if (!wake_callback_registered)
-	{
-		RegisterXactCallback(wake_xact_callback, NULL);
-		wake_callback_registered = true;
-	}
-	wake_pending = true;
-}
-
-/* Statement-level trigger on journey.messages: a plain INSERT wakes too. */
-Datum
-journey_wake_sender(PG_FUNCTION_ARGS)
-{
-	if (!CALLED_AS_TRIGGER(fcinfo))
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("journey.wake_sender() must be called as a trigger")));
-	journey_sender_wake_at_commit();
-	return PointerGetDatum(NULL);
-}
-
-/* ---------- the sender ---------- */
+#include "optout.h"
 
 static int	my_slot = -1;
 static char claim_token[32];	/* this server's system identifier */
@@ -148,6 +91,9 @@ static SPIPlanPtr next_due_plan;
 static SPIPlanPtr no_provider_plan;
 static SPIPlanPtr apply_marks_plan;
 static SPIPlanPtr result_plan;
+static SPIPlanPtr cancel_unsendable_plan;
+static SPIPlanPtr installation_plan;
+static char installation_id[64];	/* journey.installation's id, as of the claim */
 
 /*
  * Claims up to $1 due messages that have a provider; "extra" narrows the
@@ -156,7 +102,9 @@ static SPIPlanPtr result_plan;
  * is to see), businesses take turns (brn), and a provider gets no more
  * than its free room: $5/$6 list the providers with requests in flight
  * and their room, $7 is the room of any other.  Messages someone holds
- * locked are skipped.
+ * locked are skipped, and so is a message whose address was suppressed
+ * or whose customer was deleted since it was queued (cancel_unsendable_sql
+ * cancels those among the oldest; the others wait for it, unsent).
  */
 #define CLAIM_SQL(extra) \
 "WITH cand AS (" \
@@ -166,6 +114,11 @@ static SPIPlanPtr result_plan;
 "    WHERE m.business_id OPERATOR(pg_catalog.=) b.id" \
 "      AND m.status OPERATOR(pg_catalog.=) 'queued' " extra \
 "      AND m.send_after OPERATOR(pg_catalog.<=) pg_catalog.now()" \
+"      AND NOT EXISTS (SELECT 1 FROM journey.suppressions s" \
+"        WHERE s.business_id = m.business_id AND s.channel = m.channel" \
+"          AND s.address = m.to_address)" \
+"      AND (m.customer_id IS NULL OR EXISTS (SELECT 1 FROM journey.customers k" \
+"        WHERE k.business_id = m.business_id AND k.id = m.customer_id))" \
 "    ORDER BY m.send_after LIMIT $1) m)," \
 " due AS (" \
 " SELECT c.id, c.send_after, p.id AS provider_id, p.kind, p.endpoint, p.from_address," \
@@ -190,7 +143,7 @@ static SPIPlanPtr result_plan;
 "  WHERE m.id IN (SELECT id FROM pick) AND m.status OPERATOR(pg_catalog.=) 'queued'" \
 "  FOR UPDATE OF m SKIP LOCKED)" \
 " UPDATE journey.messages m" \
-"    SET status = 'sending', attempts = m.attempts OPERATOR(pg_catalog.+) 1," \
+"    SET status = 'sending', attempts = m.attempts + 1," \
 "        claimed_by = $2," \
 "        lease_expires_at = pg_catalog.now() OPERATOR(pg_catalog.+)" \
 "          ($3 OPERATOR(pg_catalog.*) interval '1 millisecond')" \
@@ -198,7 +151,10 @@ static SPIPlanPtr result_plan;
 " RETURNING m.id, m.attempts, m.business_id::text, m.customer_id::text," \
 "   m.enrollment_id::text, m.sequence_id::text, m.step_index::text, m.channel," \
 "   m.message_purpose, m.to_address, m.subject, m.body, pick.kind, pick.endpoint," \
-"   pick.from_address, pick.credentials, pick.settings::text, pick.provider_id::text"
+"   pick.from_address, pick.credentials, pick.settings::text," \
+"   CASE WHEN m.channel OPERATOR(pg_catalog.=) 'email'" \
+"     THEN journey.unsubscribe_link(m.business_id, m.channel, m.to_address) END," \
+"   pick.provider_id::text"
 
 /* The batch claim leaves the messages on probation ($4) to their own lane. */
 static const char *claim_sql =
@@ -206,7 +162,33 @@ CLAIM_SQL(" AND m.id OPERATOR(pg_catalog.<>) ALL ($4)");
 
 /* The same, among the messages $4 only (those taken back after a crash). */
 static const char *claim_ids_sql =
-CLAIM_SQL(" AND m.id OPERATOR(pg_catalog.=) ANY ($4)");
+CLAIM_SQL(" AND m.id = ANY ($4)");
+
+/* The columns of CLAIM_SQL's RETURNING list, in its order (SPI counts from 1). */
+typedef enum ClaimColumn
+{
+	CLAIM_ID = 1,
+	CLAIM_ATTEMPTS,
+	CLAIM_BUSINESS_ID,
+	CLAIM_CUSTOMER_ID,
+	CLAIM_ENROLLMENT_ID,
+	CLAIM_SEQUENCE_ID,
+	CLAIM_STEP_INDEX,
+	CLAIM_CHANNEL,
+	CLAIM_PURPOSE,
+	CLAIM_TO_ADDRESS,
+	CLAIM_SUBJECT,
+	CLAIM_BODY,
+	CLAIM_KIND,
+	CLAIM_ENDPOINT,
+	CLAIM_FROM_ADDRESS,
+	CLAIM_CREDENTIALS,
+	CLAIM_SETTINGS,
+	CLAIM_UNSUBSCRIBE_URL,
+	CLAIM_PROVIDER_ID,
+	CLAIM_NCOLUMNS = CLAIM_PROVIDER_ID
+} ClaimColumn;
+
 
 /*
  * Puts messages left 'sending' back in the queue: those this server's sender
@@ -262,22 +244,27 @@ static const char *reclaim_expired_sql =
 "   WHERE status OPERATOR(pg_catalog.=) 'sending'"
 "     AND lease_expires_at OPERATOR(pg_catalog.<) pg_catalog.now()"
 "   FOR UPDATE SKIP LOCKED)";
+/* Its columns: how many were put back, the ids to put on probation, and
+ * how many batch messages got their attempt back. */
+#define RECLAIM_COUNT 1
+#define RECLAIM_QUEUED_IDS 2
+#define RECLAIM_REFUNDED 3
 
 static const char *next_due_sql =
 "SELECT LEAST("
-" (SELECT pg_catalog.min(send_after) FROM journey.messages"
-"   WHERE status OPERATOR(pg_catalog.=) 'queued' AND send_after OPERATOR(pg_catalog.>) pg_catalog.now()),"
-" (SELECT pg_catalog.min(lease_expires_at) FROM journey.messages"
-"   WHERE status OPERATOR(pg_catalog.=) 'sending'))";
+" (SELECT min(send_after) FROM journey.messages"
+"   WHERE status = 'queued' AND send_after > now()),"
+" (SELECT min(lease_expires_at) FROM journey.messages"
+"   WHERE status = 'sending'))";
 
 static const char *no_provider_sql =
-"SELECT pg_catalog.count(*), pg_catalog.string_agg(DISTINCT channel, ', ')"
+"SELECT count(*), string_agg(DISTINCT channel, ', ')"
 " FROM (SELECT m.channel FROM journey.messages m"
-"  WHERE m.status OPERATOR(pg_catalog.=) 'queued'"
-"    AND m.send_after OPERATOR(pg_catalog.<=) pg_catalog.now()"
+"  WHERE m.status = 'queued'"
+"    AND m.send_after <= now()"
 "    AND NOT EXISTS (SELECT 1 FROM journey.providers p"
-"      WHERE p.enabled AND p.channel OPERATOR(pg_catalog.=) m.channel"
-"        AND (p.business_id OPERATOR(pg_catalog.=) m.business_id OR p.business_id IS NULL))"
+"      WHERE p.enabled AND p.channel = m.channel"
+"        AND (p.business_id = m.business_id OR p.business_id IS NULL))"
 "  LIMIT 100000) s";
 
 /*
@@ -289,8 +276,8 @@ static const char *no_provider_sql =
  */
 static const char *result_sql =
 "WITH r AS ("
-" SELECT * FROM ROWS FROM (pg_catalog.unnest($1::bigint[]), pg_catalog.unnest($2::text[]),"
-"   pg_catalog.unnest($3::text[]), pg_catalog.unnest($4::text[]), pg_catalog.unnest($5::bigint[]))"
+" SELECT * FROM ROWS FROM (unnest($1::bigint[]), unnest($2::text[]),"
+"   unnest($3::text[]), unnest($4::text[]), unnest($5::bigint[]))"
 "   AS r(id, status, err, pmid, delay_ms)),"
 " mine AS ("
 " SELECT m.id FROM journey.messages m"
@@ -302,9 +289,9 @@ static const char *result_sql =
 "    SET status = r.status,"
 "        last_error = COALESCE(r.err, m.last_error),"
 "        provider_message_id = COALESCE(r.pmid, m.provider_message_id),"
-"        sent_at = CASE WHEN r.status OPERATOR(pg_catalog.=) 'sent' THEN pg_catalog.now() END,"
-"        send_after = CASE WHEN r.status OPERATOR(pg_catalog.=) 'queued'"
-"          THEN pg_catalog.now() OPERATOR(pg_catalog.+) (r.delay_ms OPERATOR(pg_catalog.*) interval '1 millisecond')"
+"        sent_at = CASE WHEN r.status = 'sent' THEN now() END,"
+"        send_after = CASE WHEN r.status = 'queued'"
+"          THEN now() + (r.delay_ms * interval '1 millisecond')"
 "          ELSE m.send_after END,"
 "        lease_expires_at = NULL, claimed_by = NULL"
 "   FROM r"
@@ -350,6 +337,34 @@ static const char *apply_marks_sql =
 " RETURNING 1)"
 " SELECT (SELECT pg_catalog.count(*) FROM journey.review_request_marks)"
 "   OPERATOR(pg_catalog.-) (SELECT pg_catalog.count(*) FROM d)";
+/*
+ * Before a claim: among the messages it is about to take, cancels those
+ * whose address was suppressed or whose customer was deleted since they
+ * were queued, saying why.
+ */
+static const char *cancel_unsendable_sql =
+"UPDATE journey.messages m SET status = 'cancelled',"
+"  last_error = CASE WHEN m.customer_id IS NOT NULL AND NOT EXISTS ("
+"     SELECT 1 FROM journey.customers c WHERE c.business_id = m.business_id"
+"       AND c.id = m.customer_id)"
+"   THEN 'cancelled before sending: the customer no longer exists'"
+"   ELSE 'cancelled before sending: ' || m.channel ||"
+"     ' address suppressed since the message was queued' END"
+" FROM (SELECT id FROM journey.messages"
+"  WHERE status = 'queued' AND send_after <= now()"
+"  ORDER BY send_after LIMIT $1 FOR UPDATE SKIP LOCKED) due"
+" WHERE m.id = due.id"
+"   AND ((m.customer_id IS NOT NULL AND NOT EXISTS ("
+"     SELECT 1 FROM journey.customers c WHERE c.business_id = m.business_id"
+"       AND c.id = m.customer_id))"
+"    OR EXISTS (SELECT 1 FROM journey.suppressions s"
+"     WHERE s.business_id = m.business_id"
+"       AND s.channel = m.channel"
+"       AND s.address = m.to_address))";
+
+/* The oldest row, should a data-only restore with triggers off add one. */
+static const char *installation_sql =
+"SELECT id::text FROM journey.installation ORDER BY created_at LIMIT 1";
 
 static void
 prepare_plans(void)
@@ -372,6 +387,8 @@ prepare_plans(void)
 	journey_keep_plan(&no_provider_plan, no_provider_sql, 0, NULL);
 	journey_keep_plan(&apply_marks_plan, apply_marks_sql, 0, NULL);
 	journey_keep_plan(&result_plan, result_sql, 6, result_types);
+	journey_keep_plan(&cancel_unsendable_plan, cancel_unsendable_sql, 1, claim_types);
+	journey_keep_plan(&installation_plan, installation_sql, 0, NULL);
 }
 
 /*
@@ -634,8 +651,12 @@ write_results(bool keep_open)
 	bool	   *pmid_nulls = palloc(sizeof(bool) * n_results);
 	Datum	   *delays = palloc(sizeof(Datum) * n_results);
 	bool	   *no_nulls = palloc0(sizeof(bool) * n_results);
+	const char **status_of = palloc0(sizeof(char *) * n_results);
 	Datum		args[6];
 	int			i;
+	int64		n_sent = 0,
+				n_failed = 0,
+				n_retried = 0;
 	MemoryContext cxt = CurrentMemoryContext;
 
 	if (!begin_work("writing delivery results"))
@@ -675,6 +696,7 @@ write_results(bool keep_open)
 		}
 		else
 			status = r->outcome == JOURNEY_SENT ? "sent" : "failed";
+		status_of[i] = status;
 		ids[n] = Int64GetDatum(r->id);
 		statuses[n] = CStringGetTextDatum(status);
 		err_nulls[n] = err == NULL;
@@ -707,6 +729,25 @@ write_results(bool keep_open)
 		}
 		apply_review_marks();
 	}
+	/* A held result counts when it is written. */
+	for (i = 0; i < n_results; i++)
+	{
+		if (status_of[i] == NULL || results[i].held)
+			continue;
+		if (status_of[i][0] == 's')
+			n_sent++;
+		else if (status_of[i][0] == 'f')
+			n_failed++;
+		else
+			n_retried++;
+	}
+	journey_health_results(my_slot, journey_transport_in_flight(), n_sent, n_failed, n_retried);
+	/* Callbacks that overtook these results; refusals for good. */
+	if (n > 0)
+		journey_apply_early_deliveries(args[0]);
+	for (i = 0; i < n_results; i++)
+		if (results[i].suppress_reason && !results[i].held && results[i].relid == messages_relid)
+			journey_suppress_message_address(results[i].id, results[i].suppress_reason);
 	if (keep_open)
 		return true;
 	end_work();
@@ -720,25 +761,28 @@ message_from_tuple(HeapTuple tup, TupleDesc desc)
 	JourneyMessage *m = palloc0(sizeof(JourneyMessage));
 	bool		isnull;
 
+	Assert(desc->natts == CLAIM_NCOLUMNS);
 	m->relid = messages_relid;
-	m->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-	m->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
-	m->business_id = col_text(tup, desc, 3);
-	m->customer_id = col_text(tup, desc, 4);
-	m->enrollment_id = col_text(tup, desc, 5);
-	m->sequence_id = col_text(tup, desc, 6);
-	m->step_index = col_text(tup, desc, 7);
-	m->channel = col_text(tup, desc, 8);
-	m->purpose = col_text(tup, desc, 9);
-	m->to_address = col_text(tup, desc, 10);
-	m->subject = col_text(tup, desc, 11);
-	m->body = col_text(tup, desc, 12);
-	m->kind = col_text(tup, desc, 13);
-	m->endpoint = col_text(tup, desc, 14);
-	m->from_address = col_text(tup, desc, 15);
-	m->credentials = col_text(tup, desc, 16);
-	m->settings = col_text(tup, desc, 17);
-	m->provider_id = col_text(tup, desc, 18);
+	m->id = DatumGetInt64(SPI_getbinval(tup, desc, CLAIM_ID, &isnull));
+	m->attempts = DatumGetInt32(SPI_getbinval(tup, desc, CLAIM_ATTEMPTS, &isnull));
+	m->business_id = col_text(tup, desc, CLAIM_BUSINESS_ID);
+	m->customer_id = col_text(tup, desc, CLAIM_CUSTOMER_ID);
+	m->enrollment_id = col_text(tup, desc, CLAIM_ENROLLMENT_ID);
+	m->sequence_id = col_text(tup, desc, CLAIM_SEQUENCE_ID);
+	m->step_index = col_text(tup, desc, CLAIM_STEP_INDEX);
+	m->channel = col_text(tup, desc, CLAIM_CHANNEL);
+	m->purpose = col_text(tup, desc, CLAIM_PURPOSE);
+	m->to_address = col_text(tup, desc, CLAIM_TO_ADDRESS);
+	m->subject = col_text(tup, desc, CLAIM_SUBJECT);
+	m->body = col_text(tup, desc, CLAIM_BODY);
+	m->kind = col_text(tup, desc, CLAIM_KIND);
+	m->endpoint = col_text(tup, desc, CLAIM_ENDPOINT);
+	m->from_address = col_text(tup, desc, CLAIM_FROM_ADDRESS);
+	m->credentials = col_text(tup, desc, CLAIM_CREDENTIALS);
+	m->settings = col_text(tup, desc, CLAIM_SETTINGS);
+	m->provider_id = col_text(tup, desc, CLAIM_PROVIDER_ID);
+	m->idempotency_key = psprintf("%s-" INT64_FORMAT, installation_id, m->id);
+	m->unsubscribe_url = col_text(tup, desc, CLAIM_UNSUBSCRIBE_URL);
 	return m;
 }
 
@@ -825,6 +869,28 @@ update_capped(void)
  * in_xact: write_results has begun the transaction (and written in it);
  * the claim joins it and the commit below covers both.
  */
+/*
+ * The installation id that, joined to the message id, makes the
+ * idempotency key.  Without the row (an administrator deleted it), this
+ * server's system identifier and the database's OID stand in: still
+ * unique to this database.
+ */
+static void
+read_installation_id(void)
+{
+	if (SPI_execute_plan(installation_plan, NULL, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "journey sender could not read journey.installation");
+	if (SPI_processed > 0)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		strlcpy(installation_id, TextDatumGetCString(d), sizeof(installation_id));
+	}
+	else
+		snprintf(installation_id, sizeof(installation_id), "%s.%u", claim_token, MyDatabaseId);
+}
+
 static void
 claim_and_send(bool in_xact)
 {
@@ -864,9 +930,12 @@ claim_and_send(bool in_xact)
 
 		if (SPI_execute_plan(reclaim_own_plan, args, NULL, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "journey sender could not reclaim its messages");
-		n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		refunded = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
-		ids = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &ids_null);
+		n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+										RECLAIM_COUNT, &isnull));
+		refunded = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+											   RECLAIM_REFUNDED, &isnull));
+		ids = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+							RECLAIM_QUEUED_IDS, &ids_null);
 		/*
 		 * One of them may be what killed the last sender.  Send them one
 		 * at a time in a lane of their own, so that a crash counts an
@@ -915,12 +984,18 @@ claim_and_send(bool in_xact)
 	if (marks_retry_at != 0 && now >= marks_retry_at)
 		apply_review_marks();
 
+	args[0] = Int32GetDatum(want);
+	if (SPI_execute_plan(cancel_unsendable_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "journey sender could not cancel unsendable messages");
+	read_installation_id();
+
 	/*
 	 * Messages taken back after a crash have a lane of their own, one in
 	 * flight at a time (a crash then counts an attempt against that
 	 * message alone, so one that kills the sender fails by itself), beside
 	 * the batches of everything else, which never wait for them.
 	 */
+	args[0] = Int32GetDatum(want);
 	args[1] = CStringGetTextDatum(claim_token);
 	args[2] = Int32GetDatum(journey_lease_ms);
 	args[3] = probation != (Datum) 0 ? probation : empty_ids;
@@ -984,6 +1059,8 @@ claim_and_send(bool in_xact)
 		journey_transport_start(req);
 	}
 	update_capped();
+	if (got > 0)
+		journey_health_claimed(my_slot, journey_transport_in_flight());
 }
 
 /*
@@ -1006,6 +1083,7 @@ wait_timeout(void)
 	TimestampTz now = GetCurrentTimestamp();
 	long		t;
 	long		curl_t = journey_transport_timeout_ms();
+	long		executor_t = journey_worker_executor_wait_ms();
 	bool		room = room_to_claim();
 
 	if (need_claim && room)
@@ -1019,16 +1097,9 @@ wait_timeout(void)
 		t = Min(t, marks_retry_at > now ? (long) ((marks_retry_at - now) / 1000) + 1 : 0);
 	if (n_results > 0)
 		t = Min(t, RESULTS_GATHER_MS);
+	if (executor_t >= 0)
+		t = Min(t, executor_t);
 	return t;
-}
-
-static void
-sender_detach(int code, Datum arg)
-{
-	SpinLockAcquire(&journey_sender_shmem->mutex);
-	journey_sender_shmem->slots[my_slot].pid = 0;
-	journey_sender_shmem->slots[my_slot].latch = NULL;
-	SpinLockRelease(&journey_sender_shmem->mutex);
 }
 
 /* Logs an error of one pass, cleans up, and lets the loop go on. */
@@ -1052,18 +1123,16 @@ journey_sender_main(Datum main_arg)
 
 	memcpy(&args, MyBgworkerEntry->bgw_extra, sizeof(args));
 	my_slot = args.slot;
-	am_sender = true;
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnectionByOid(DatumGetObjectId(main_arg), args.roleoid, 0);
 	pgstat_report_appname("journey sender");
+	/* No declaration pins it for a worker: pinned for the sender's life. */
+	SetConfigOption("search_path", JOURNEY_SEARCH_PATH, PGC_SUSET, PGC_S_OVERRIDE);
 
-	SpinLockAcquire(&journey_sender_shmem->mutex);
-	journey_sender_shmem->slots[my_slot].pid = MyProcPid;
-	journey_sender_shmem->slots[my_slot].latch = MyLatch;
-	SpinLockRelease(&journey_sender_shmem->mutex);
-	before_shmem_exit(sender_detach, (Datum) 0);
+	journey_sender_attach(my_slot);
+	journey_health_started(my_slot);
 
 	snprintf(claim_token, sizeof(claim_token), UINT64_FORMAT, GetSystemIdentifier());
 	snprintf(probation_token, sizeof(probation_token), "%s/probation", claim_token);
@@ -1080,6 +1149,7 @@ journey_sender_main(Datum main_arg)
 		empty_ids = PointerGetDatum(construct_empty_array(INT8OID));
 		MemoryContextSwitchTo(old);
 	}
+	journey_worker_executor_init(my_slot);
 
 	wes = CreateWaitEventSet(TopMemoryContext, 3);
 	AddWaitEventToSet(wes, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
@@ -1160,5 +1230,9 @@ journey_sender_main(Datum main_arg)
 			next_poll = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000);
 		}
 		PG_END_TRY();
+
+		/* One executor batch at most; what it queued is claimed next turn. */
+		if (journey_worker_executor_step())
+			need_claim = true;
 	}
 }

@@ -3,8 +3,10 @@
 # builds and installs the extension, starts a throwaway cluster with pg_cron
 # and journey preloaded plus an HTTP and an SMTP sink on 127.0.0.1, creates a
 # plumber with the review-request journey, ingests invoice_paid events, lets
-# the real executor and sender run, and prints what the sinks received and
-# each customer's timeline.  Everything is removed at the end unless --keep.
+# the real executor and sender run (the executor inside the sender: no
+# pg_cron job, no call by hand), prints how long the thank-you took from the
+# webhook's commit to the mail server, what the sinks received and each
+# customer's timeline.  Everything is removed at the end unless --keep.
 #
 #   bash test/demo.sh [--keep]
 set -euo pipefail
@@ -54,7 +56,6 @@ echo "   HTTP sink (as Twilio) on 127.0.0.1:$http_port, SMTP sink on 127.0.0.1:$
 echo "== creating a plumber, its providers and the review-request journey"
 cluster_psql -v http_port="$http_port" -v smtp_port="$smtp_port" <<'SQL'
 CREATE EXTENSION journey;
-CREATE EXTENSION pg_cron;
 -- The business sits in a zone where it is daytime now, so quiet hours
 -- (21:00-08:00 local) do not hold the demo's messages until morning.
 SELECT name AS tz FROM pg_timezone_names
@@ -80,12 +81,13 @@ SELECT journey.create_sequence(:'biz', $${
     {"kind": "send_email", "message": {"purpose": "review_request", "subject": "How did we do?",
       "body": "Hi {{customer.first_name | default: \"there\"}}, a review helps us a lot: {{review_link}}"}}
   ]}$$) IS NOT NULL AS journey_created;
-SELECT 'pg_cron job ' || journey.schedule_executor() || ' runs the executor every minute' AS scheduled;
 SQL
 echo "   (in production the wait is two days; here it is 5 seconds)"
 
 echo "== invoices are paid: three webhooks arrive"
-cluster_psql <<'SQL'
+# The commit's time (just before COMMIT) for the latency below.
+webhook_at=$(cluster_psql -At <<'SQL' | tail -1
+BEGIN;
 SELECT journey.ingest_event(id, 'invoice_paid',
   '{"external_id": "QB-1", "full_name": "Ada Lovelace", "email": "ada@example.com", "phone": "+15550101"}',
   '{"invoice": "INV-101"}', 'qb-evt-1') AS ada_event,
@@ -96,35 +98,44 @@ SELECT journey.ingest_event(id, 'invoice_paid',
   '{"external_id": "QB-3", "full_name": "Cy Young", "email": "cy@example.com", "phone": "+15550103"}',
   '{"invoice": "INV-103"}', 'qb-evt-3') AS cy_event
 FROM journey.businesses;
+SELECT extract(epoch FROM clock_timestamp());
+COMMIT;
+SQL
+)
+cluster_psql -o /dev/null <<'SQL'
 -- The same webhook delivered twice changes nothing.
 SELECT journey.ingest_event(id, 'invoice_paid', '{"external_id": "QB-1"}', '{}', 'qb-evt-1') AS ada_again
 FROM journey.businesses;
 SQL
 
-# pg_cron runs the executor once a minute; the demo also calls it every
-# second so there is no minute to wait.
-advance() { cluster_psql -At -c "SELECT journey.advance_due_enrollments()" >/dev/null; }
+# Nothing calls the executor: the sender runs it when a commit makes an
+# enrollment due, and again when the wait step ends.
 sent() { cluster_psql -At -c "SELECT count(*) FROM journey.messages WHERE status = 'sent'"; }
 wait_sent() {
     local want=$1
-    for _ in $(seq 90); do
-        advance
+    for _ in $(seq 300); do
         [ "$(sent)" -ge "$want" ] && return 0
-        sleep 1
+        sleep 0.1
     done
     echo "gave up waiting for $want sent messages; the server log is $CLUSTER_DIR/server.log" >&2
     cluster_psql -c "SELECT id, channel, to_address, status, attempts, last_error FROM journey.messages"
     exit 1
 }
 
-echo "== the executor queues the thank-you emails; the sender delivers them"
+echo "== the sender's executor queues the thank-you emails; the sender delivers them"
 wait_sent 3
+python3 - "$sinkdir/smtp.jsonl" "$webhook_at" <<'PY'
+import json, sys
+arrived = sorted(json.loads(line)["t"] for line in open(sys.argv[1]))
+lat = [(t - float(sys.argv[2])) * 1000 for t in arrived[:3]]
+print("   webhook commit -> thank-you at the mail server: %s ms (%s)"
+      % (", ".join("%.0f" % x for x in lat), "within a second" if max(lat) < 1000 else "SLOWER than a second"))
+PY
 echo "== Cy leaves a review before the review request is due"
 cluster_psql -c "SELECT journey.ingest_event(id, 'review_left', '{\"external_id\": \"QB-3\"}', '{\"stars\": 5}') IS NOT NULL AS review_recorded FROM journey.businesses" >/dev/null
 echo "== 5 seconds later the review requests go out: SMS to Ada, email to Bob, nothing to Cy"
 wait_sent 5
 sleep 1
-advance
 
 echo
 echo "== what the SMTP sink received"

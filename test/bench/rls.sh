@@ -1,43 +1,34 @@
 #!/usr/bin/env bash
-# Row-level security at scale: builds a throwaway cluster, loads 100
-# businesses with 1M customers and 1M events, and shows what a tenant's
+# Row-level security at scale: starts a throwaway cluster (test/cluster.sh),
+# loads 100 businesses with 1M customers and 1M events, and shows what a tenant's
 # queries cost through journey's policies: the plan (which must use the
 # business_id index) and pgbench latencies, next to the same queries run
 # by the owner with the business filter written out by hand.
 #
 #   PG_CONFIG=/path/to/pg_config bash test/bench/rls.sh
 #
-# Run as root it works as the postgres OS user; it needs the extension
-# installed for that PG_CONFIG (it runs "make install" itself).
+# Run as root it works as the postgres OS user; it installs the extension
+# for that PG_CONFIG itself ("make install").  ROWS scales it down.
 set -euo pipefail
 src=$(cd "$(dirname "$0")/../.." && pwd)
 PG_CONFIG=${PG_CONFIG:-pg_config}
-bindir=$("$PG_CONFIG" --bindir)
 rows=${ROWS:-1000000}
 businesses=100
-port=${PORT:-54329}
 
 make -C "$src" -s PG_CONFIG="$PG_CONFIG" >/dev/null
 make -C "$src" -s PG_CONFIG="$PG_CONFIG" install >/dev/null
 
-tmp=$(mktemp -d /tmp/journey-bench.XXXXXX)
-run_as=()
-if [ "$(id -u)" = 0 ]; then
-    chown postgres: "$tmp"
-    run_as=(runuser -u postgres --)
-fi
-stop() {
-    "${run_as[@]}" "$bindir/pg_ctl" -D "$tmp/data" -m immediate stop >/dev/null 2>&1 || true
-    rm -rf "$tmp"
-}
-trap stop EXIT
+PG_BIN=$("$PG_CONFIG" --bindir)
+# shellcheck source=../cluster.sh
+. "$src/test/cluster.sh"
+cluster_start "fsync = off
+synchronous_commit = off
+full_page_writes = off
+max_wal_size = 4GB
+shared_buffers = 256MB"
+tmp=$CLUSTER_DIR
 
-"${run_as[@]}" "$bindir/initdb" -D "$tmp/data" -A trust --no-sync >/dev/null
-"${run_as[@]}" "$bindir/pg_ctl" -D "$tmp/data" -l "$tmp/log" -w \
-    -o "-k $tmp -c listen_addresses='' -c port=$port -c fsync=off -c synchronous_commit=off \
-        -c full_page_writes=off -c max_wal_size=4GB -c shared_buffers=256MB" start >/dev/null
-
-psql() { "${run_as[@]}" "$bindir/psql" -X -q -h "$tmp" -p "$port" -d postgres -v ON_ERROR_STOP=1 "$@"; }
+psql() { cluster_psql "$@"; }
 
 echo "== loading $businesses businesses, $rows customers, $rows events"
 start=$(date +%s)
@@ -103,7 +94,8 @@ bench() {
     local user=$1 q=$2
     echo "$q;" > "$tmp/q.sql"
     chmod a+r "$tmp/q.sql"
-    "${run_as[@]}" "$bindir/pgbench" -n -h "$tmp" -p "$port" -U "$user" -c 1 -T 5 -f "$tmp/q.sql" postgres 2>/dev/null |
+    as_postgres "$PG_BIN/pgbench" -n -h "$CLUSTER_DIR" -p "$CLUSTER_PORT" -U "$user" -c 1 -T 5 \
+        -f "$tmp/q.sql" "$CLUSTER_DB" 2>/dev/null |
         grep -E "latency average|tps" | sed "s/^/  /"
 }
 echo "tenant (policy):          $tenant_query"; bench bench_tenant "$tenant_query"

@@ -23,7 +23,9 @@
 # benchmarks a private build of the tree instead (see lib.sh).
 # JOURNEY_BENCH_PRIVATE=1 always benchmarks such a private build.
 # Settings: N, RUNS, PGBENCH_S (seconds per pgbench run), RATE and STREAM_S
-# (the steady stream), PG_CONFIG; BENCH_RESULTS=FILE keeps the raw numbers.
+# (the steady stream), PG_CONFIG; BENCH_RESULTS=FILE keeps the raw numbers;
+# BENCH_CONF adds lines to postgresql.conf (e.g.
+# "journey.executor_in_worker = off" to compare the sender without its executor).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=lib.sh
@@ -61,7 +63,8 @@ ulimit -n 1024
 # (journey) can be dropped and copied afresh for every W4 run.  Commits are
 # durable (fsync, synchronous_commit: the defaults) throughout.
 cluster_start "$BENCH_TUNING
-cron.database_name = 'postgres'"
+cron.database_name = 'postgres'
+${BENCH_CONF:-}"
 trap cleanup EXIT
 
 RESULTS=$WORK/results
@@ -167,7 +170,7 @@ BEGIN
 END
 \$\$"
 
-# The all-send floor and row-by-row references, from executor.sh: the same
+# The all-send floor and row-by-row references, hand-written SQL: the same
 # rows in messages, enrollment_log and sequence_enrollments as journey
 # writes (checked below), rendering hard-coded for this one template.
 DUE_ROWS="SELECT e.id, e.business_id, e.sequence_id, e.customer_id, c.email, c.full_name,

@@ -6,54 +6,37 @@
 #
 #   PG_CONFIG=... bash test/bench/sender.sh [N]
 #
-# Builds a throwaway cluster in a temp dir (as the postgres OS user when run
-# as root), with durable commits (fsync and synchronous_commit on) and the
+# Starts a throwaway cluster (test/cluster.sh; as the postgres OS user when
+# run as root), with durable commits (fsync and synchronous_commit on) and the
 # open-file limit at 1024, the usual Linux default.  Talks to 127.0.0.1 only.
 set -euo pipefail
 src=$(cd "$(dirname "$0")/../.." && pwd)
 N=${1:-100000}
 PG_CONFIG=${PG_CONFIG:-pg_config}
 
-if [ "$(id -u)" = 0 ]; then
-    make -C "$src" -s PG_CONFIG="$PG_CONFIG" install >/dev/null
-    dir=$(mktemp -d /tmp/journey-bench.XXXXXX)
-    cp "$src/test/bench/sender.sh" "$src/test/sinks/fast_sink.c" "$dir/"
-    chown -R postgres: "$dir"
-    exec runuser -u postgres -- env PG_CONFIG="$PG_CONFIG" BENCH_DIR="$dir" \
-        bash "$dir/sender.sh" "$N"
-fi
-dir=${BENCH_DIR:-$(mktemp -d /tmp/journey-bench.XXXXXX)}
-bin=$("$PG_CONFIG" --bindir)
-port=$((20000 + RANDOM % 20000))
-sinkport=$((port + 1))
-sinkc=$( [ -f "$dir/fast_sink.c" ] && echo "$dir/fast_sink.c" || echo "$src/test/sinks/fast_sink.c")
-gcc -O2 -o "$dir/fast_sink" "$sinkc"
+[ "$(id -u)" = 0 ] && make -C "$src" -s PG_CONFIG="$PG_CONFIG" install >/dev/null
+PG_BIN=$("$PG_CONFIG" --bindir)
+# shellcheck source=../cluster.sh
+. "$src/test/cluster.sh"
+sinkport=$((20000 + RANDOM % 20000))
 
 ulimit -n 1024
 echo "open-file limit (soft) for the server and the sink: $(ulimit -n)"
 echo "cores: $(nproc)"
 
-"$bin/initdb" -D "$dir/data" -A trust >/dev/null
-cat >> "$dir/data/postgresql.conf" <<EOF
-listen_addresses = ''
-unix_socket_directories = '$dir'
-port = $port
-shared_preload_libraries = 'journey'
-journey.database_name = 'postgres'
-fsync = on
+cluster_start "fsync = on
 synchronous_commit = on
 shared_buffers = 256MB
-max_wal_size = 4GB
-EOF
-"$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w start >/dev/null
-psql() { "$bin/psql" -h "$dir" -p "$port" -X -q -v ON_ERROR_STOP=1 -At postgres "$@"; }
+max_wal_size = 4GB"
+dir=$CLUSTER_DIR
+psql() { cluster_psql -At "$@"; }
 cleanup() {
     [ -n "${sinkpid:-}" ] && kill "$sinkpid" 2>/dev/null || true
-    "$bin/pg_ctl" -D "$dir/data" -m fast stop >/dev/null 2>&1 || true
-    rm -rf "$dir"
+    cluster_stop
 }
 trap cleanup EXIT
 
+gcc -O2 -o "$dir/fast_sink" "$src/test/sinks/fast_sink.c"
 "$dir/fast_sink" "$sinkport" "$dir/sink.txt" > "$dir/sink.out" &
 sinkpid=$!
 for _ in $(seq 50); do grep -q ready "$dir/sink.out" 2>/dev/null && break; sleep 0.1; done

@@ -22,6 +22,7 @@ path chooses the answer:
   /echo_auth                500 echoing the Authorization header raw, URL-
                             encoded and JSON-escaped (a server that quotes
                             the request back)
+  /twilio_error/<code>      400 {"code": <code>, ...}, as Twilio refuses a send
 """
 import json
 import sys
@@ -88,6 +89,10 @@ class Handler(BaseHTTPRequestHandler):
                 self.answer(int(parts[2]), {"message": "scripted failure %d" % n}, extra)
             else:
                 self.answer(200, {"id": "wh-" + key})
+        elif parts[0] == "twilio_error":
+            self.answer(400, {"code": int(parts[1]), "message": "scripted Twilio error",
+                              "more_info": "https://www.twilio.com/docs/errors/" + parts[1],
+                              "status": 400})
         elif parts[0] == "hang":
             time.sleep(3600)
         elif parts[0] == "drop":

@@ -2,20 +2,18 @@
 # and a crash (immediate stop) of the server, byte for byte.
 use strict;
 use warnings;
+use FindBin;
+use lib $FindBin::Bin;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use JourneyTest;
 
-my $node = PostgreSQL::Test::Cluster->new('engine');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'journey'
-journey.database_name = 'postgres'
-});
-$node->start;
+# The executor runs only when called: the rows stay where the test left them.
+my $node = journey_node('engine', conf => "journey.executor_in_worker = off
+");
 
 $node->safe_psql('postgres', q{
-CREATE EXTENSION journey;
 INSERT INTO journey.businesses (id, name, timezone)
 VALUES ('00000000-0000-0000-0000-0000000000b1', 'Pipe Dreams', 'America/New_York');
 SELECT journey.create_sequence('00000000-0000-0000-0000-0000000000b1', '{

@@ -4,16 +4,16 @@
 # who already left the journey).  Covers exit events and stop_enrollment.
 use strict;
 use warnings;
+use FindBin;
+use lib $FindBin::Bin;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use JourneyTest;
 
-my $node = PostgreSQL::Test::Cluster->new('race');
-$node->init;
-$node->append_conf('postgresql.conf', "shared_preload_libraries = 'journey'\njourney.database_name = 'postgres'\n");
-$node->start;
+my $node = journey_node('race', conf => "journey.executor_in_worker = off
+");
 $node->safe_psql('postgres', q{
-CREATE EXTENSION journey;
 INSERT INTO journey.businesses (id, name) VALUES ('00000000-0000-0000-0000-0000000000b1', 'B');
 SELECT journey.create_sequence('00000000-0000-0000-0000-0000000000b1', '{"name": "J", "status": "active",
   "trigger_event_type": "invoice_paid", "exit_event_types": ["review_left"], "allow_manual_enroll": true,

@@ -6,16 +6,16 @@
 # no customer of its own.
 use strict;
 use warnings;
+use FindBin;
+use lib $FindBin::Bin;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use JourneyTest;
 
-my $node = PostgreSQL::Test::Cluster->new('ingest_race');
-$node->init;
-$node->append_conf('postgresql.conf', "shared_preload_libraries = 'journey'\njourney.database_name = 'postgres'\n");
-$node->start;
+my $node = journey_node('ingest_race', conf => "journey.executor_in_worker = off
+");
 $node->safe_psql('postgres', q{
-CREATE EXTENSION journey;
 INSERT INTO journey.businesses (id, name) VALUES ('00000000-0000-0000-0000-0000000000b1', 'B');
 SELECT journey.create_sequence('00000000-0000-0000-0000-0000000000b1', '{"name": "J", "status": "active",
   "trigger_event_type": "invoice_paid", "steps": [{"kind": "wait", "wait_ms": 60000}]}');

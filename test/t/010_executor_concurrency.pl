@@ -6,24 +6,23 @@
 #    nothing; after the restart enrollments continue from their step.
 use strict;
 use warnings;
+use FindBin;
+use lib $FindBin::Bin;
 use IPC::Run;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use JourneyTest;
 
-my $node = PostgreSQL::Test::Cluster->new('executor');
-$node->init;
-# No shared_preload_libraries: without the sender worker nothing but the
-# executor touches journey.messages.
-$node->append_conf('postgresql.conf', qq{
+# Not preloaded: without the sender worker nothing but the executor
+# touches journey.messages.
+my $node = journey_node('executor', preload => '', conf => q{
 max_connections = 30
 deadlock_timeout = 100ms
 log_lock_waits = on
 });
-$node->start;
 
 $node->safe_psql('postgres', q{
-CREATE EXTENSION journey;
 INSERT INTO journey.businesses (id, name, timezone)
 VALUES ('00000000-0000-0000-0000-0000000000b1', 'Pipe Dreams', 'UTC');
 INSERT INTO journey.customers (business_id, full_name, email, phone)

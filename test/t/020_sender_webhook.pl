@@ -11,7 +11,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time);
-use SenderTest;
+use JourneyTest;
 
 my ($port, $log, $sink) = start_sink('http_sink.py', 'webhook');
 my $node = sender_node('webhook');
@@ -56,14 +56,18 @@ is($json->{purpose}, 'review_request', 'purpose');
 is($json->{business_id}, $b, 'business_id');
 is($json->{customer_id}, $c, 'customer_id');
 ok(exists $json->{enrollment_id}, 'enrollment_id present (null)');
-is($req->{headers}{'Idempotency-Key'}, $id, 'Idempotency-Key is the message id');
+is($req->{headers}{'Idempotency-Key'}, idempotency_key($node, $id),
+	'Idempotency-Key is the installation id and the message id');
 is($req->{headers}{'Authorization'}, 'Bearer default-token-123', 'bearer credentials');
 is($req->{headers}{'Content-Type'}, 'application/json', 'content type');
+is($req->{headers}{'User-Agent'},
+	'journey/' . $node->safe_psql('postgres', "SELECT extversion FROM pg_extension WHERE extname = 'journey'"),
+	'the User-Agent names the version installed');
 
 is($node->safe_psql('postgres',
 	"SELECT provider_message_id, sent_at IS NOT NULL, attempts, lease_expires_at IS NULL, claimed_by IS NULL
 	 FROM journey.messages WHERE id = $id"),
-	"wh-$id|t|1|t|t", 'provider id from the response, sent_at, one attempt, lease cleared');
+	"wh-" . idempotency_key($node, $id) . "|t|1|t|t", 'provider id from the response, sent_at, one attempt, lease cleared');
 is($node->safe_psql('postgres',
 	"SELECT last_review_request_at IS NOT NULL FROM journey.customers WHERE id = '$c'"),
 	't', 'review_request sets last_review_request_at');
@@ -78,25 +82,25 @@ is($node->safe_psql('postgres',
 	"SELECT last_review_request_at IS NULL FROM journey.customers WHERE id = '$c2'"),
 	't', 'other purposes leave last_review_request_at alone');
 
-# A rolled-back insert wakes nothing: the sender's state does not change.
-# (First let it report itself idle after writing the last result.)
-Time::HiRes::sleep(0.3);
-my $before = $node->safe_psql('postgres',
-	"SELECT state_change FROM pg_stat_activity WHERE backend_type = 'journey sender'");
-$node->safe_psql('postgres', "BEGIN;
+# A rolled-back insert wakes nothing.  The committing backend says when it
+# wakes the sender (DEBUG1); in one session, the commit that follows the
+# rollback must be the only one to say so.
+my ($rc, $out, $err) = $node->psql('postgres', "SET client_min_messages = debug1;
+	BEGIN;
 	INSERT INTO journey.messages (business_id, channel, to_address, body) VALUES ('$b', 'email', 'x\@example.com', 'x');
-	ROLLBACK;");
-# Give a (wrong) wake-up ample time to show; then a committed one must.
-Time::HiRes::sleep(0.5);
-is($node->safe_psql('postgres',
-	"SELECT state_change FROM pg_stat_activity WHERE backend_type = 'journey sender'"),
-	$before, 'a rolled-back transaction wakes nothing');
+	ROLLBACK;
+	INSERT INTO journey.messages (business_id, channel, to_address, body) VALUES ('$b', 'email', 'y\@example.com', 'y');",
+	on_error_die => 1);
+my @wakes = $err =~ /journey wakes the sender of this database at commit/g;
+is(scalar(@wakes), 1, 'a rolled-back transaction wakes nothing, a committed one wakes') or diag($err);
+ok(wait_for($node, "SELECT status FROM journey.messages WHERE to_address = 'y\@example.com'", 'sent'),
+	'and the committed message is sent');
 
 # Many at once, all sent, each exactly once.
 $node->safe_psql('postgres',
 	"INSERT INTO journey.messages (business_id, channel, to_address, body)
 	 SELECT '$b', 'email', 'n' || g || '\@example.com', 'bulk ' || g FROM generate_series(1, 300) g");
-ok(wait_for($node, "SELECT count(*) FROM journey.messages WHERE status = 'sent'", '302', 30),
+ok(wait_for($node, "SELECT count(*) FROM journey.messages WHERE status = 'sent'", '303', 30),
 	'300 more sent');
 @r = sink_records($log);
 my %keys;

@@ -10,7 +10,7 @@ use lib $FindBin::Bin;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use SenderTest;
+use JourneyTest;
 
 my ($port, $log, $sink) = start_sink('http_sink.py', 'retry');
 my $node = sender_node('retry', "journey.max_attempts = 4\n");
@@ -37,7 +37,8 @@ sub row
 sub requests_for
 {
 	my ($id) = @_;
-	return grep { $_->{headers}{'Idempotency-Key'} eq $id } sink_records($log);
+	my $key = idempotency_key($node, $id);
+	return grep { $_->{headers}{'Idempotency-Key'} eq $key } sink_records($log);
 }
 
 my $m500 = via('/fail_first/2/500');

@@ -11,7 +11,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes;
-use SenderTest;
+use JourneyTest;
 
 my ($port, $log, $sink) = start_sink('http_sink.py', 'crash');
 my $node = sender_node('crash',
@@ -29,7 +29,7 @@ sub check_all_delivered
 		my $k = $r->{headers}{'Idempotency-Key'};
 		my $id = ($r->{body} =~ /^\{"id":(\d+),/)[0];
 		# A resend must carry the key of the message it repeats.
-		fail("$what: request for message $id carried key $k") if $id ne $k;
+		fail("$what: request for message $id carried key $k") if idempotency_key($node, $id) ne $k;
 		$got{$id}++;
 	}
 	my @missing = grep { !$got{$_} } ($first .. $last);
@@ -84,18 +84,24 @@ is($node->safe_psql('postgres', "SELECT count(*) FROM journey.messages WHERE sta
 my ($orphan, $poison) = split /\|/, $node->safe_psql('postgres',
 	"WITH i AS (INSERT INTO journey.messages (business_id, channel, to_address, body, status,
 	                                          attempts, claimed_by, lease_expires_at)
-	   VALUES ('$b', 'email', 'o\@example.com', 'orphan', 'sending', 1, 'another server', now() + interval '2 s'),
-	          ('$b', 'email', 'p\@example.com', 'poison', 'sending', 5, 'another server', now() + interval '2 s')
+	   VALUES ('$b', 'email', 'o\@example.com', 'orphan', 'sending', 1, 'another server', now() + interval '5 s'),
+	          ('$b', 'email', 'p\@example.com', 'poison', 'sending', 5, 'another server', now() + interval '5 s')
 	   RETURNING id)
 	 SELECT string_agg(id::text, '|' ORDER BY id) FROM i");
-Time::HiRes::sleep(1);
-is($node->safe_psql('postgres', "SELECT status FROM journey.messages WHERE id = $orphan"),
-	'sending', 'a message under another sender\'s live lease is left alone');
+# A later message wakes the sender: the pass that sends it looks at the
+# leases first, and must leave the live one alone.
+my $later = queue_message($node, business => $b);
+ok(wait_for($node, "SELECT status FROM journey.messages WHERE id = $later", 'sent', 60),
+	'a pass of the sender ran while the lease was held');
+is($node->safe_psql('postgres',
+	"SELECT o.status || ', ' || (l.sent_at < o.lease_expires_at)
+	   FROM journey.messages o, journey.messages l WHERE o.id = $orphan AND l.id = $later"),
+	'sending, true', 'a message under another sender\'s live lease is left alone');
 $node->append_conf('postgresql.conf', "journey.poll_interval_ms = 200\n");
 $node->reload;
-ok(wait_for($node, "SELECT status || attempts FROM journey.messages WHERE id = $orphan", 'sent2', 20),
+ok(wait_for($node, "SELECT status || attempts FROM journey.messages WHERE id = $orphan", 'sent2', 60),
 	'once the lease expires it is sent again');
-ok(wait_for($node, "SELECT status FROM journey.messages WHERE id = $poison", 'failed', 20),
+ok(wait_for($node, "SELECT status FROM journey.messages WHERE id = $poison", 'failed', 60),
 	'a leased message out of attempts fails');
 like($node->safe_psql('postgres', "SELECT last_error FROM journey.messages WHERE id = $poison"),
 	qr/sender stopped during the last allowed attempt/, 'and says why');

@@ -8,7 +8,7 @@ use lib $FindBin::Bin;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use SenderTest;
+use JourneyTest;
 
 my ($port, $log, $sink) = start_sink('http_sink.py', 'poison');
 my $node = sender_node('poison',

@@ -8,17 +8,16 @@
 # it yet, which is when a placeholder journey.* setting could be planted.
 use strict;
 use warnings;
-
+use FindBin;
+use lib $FindBin::Bin;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use JourneyTest;
 
-my $node = PostgreSQL::Test::Cluster->new('tenancy');
-$node->init;
-$node->start;
+my $node = journey_node('tenancy', preload => '');
 
 $node->safe_psql('postgres', q{
-CREATE EXTENSION journey;
 -- PostgREST's / Supabase's roles.
 CREATE ROLE authenticator LOGIN NOINHERIT;
 CREATE ROLE anon NOLOGIN;
@@ -29,26 +28,6 @@ GRANT journey_user TO authenticated;
 CREATE ROLE mallory LOGIN;
 CREATE ROLE carol LOGIN;
 GRANT journey_user TO mallory, carol;
-CREATE SCHEMA tap;
-CREATE FUNCTION tap.fingerprint(p_business uuid) RETURNS text
-LANGUAGE plpgsql AS $$
-DECLARE
-    t text;
-    acc text := '';
-    h text;
-BEGIN
-    FOR t IN SELECT c.relname FROM pg_class c
-             WHERE c.relnamespace = 'journey'::regnamespace AND c.relkind = 'r'
-             ORDER BY 1 LOOP
-        EXECUTE format('SELECT md5(coalesce(string_agg(x::text, '','' ORDER BY x::text), '''')) '
-                       'FROM journey.%I x '
-                       'WHERE coalesce(to_jsonb(x)->>''business_id'', to_jsonb(x)->>''id'') = $1::text', t)
-            INTO h USING p_business;
-        acc := acc || t || '=' || h || ';';
-    END LOOP;
-    RETURN md5(acc);
-END
-$$;
 });
 
 my $attempts = 0;
@@ -138,7 +117,7 @@ my $enrollment_b = $node->safe_psql('postgres', qq{
 INSERT INTO journey.sequence_enrollments (business_id, sequence_id, customer_id, next_run_at, enrolled_at)
 VALUES ('$business_b', '$sequence_b', '$customer_b', '2030-01-01', '2030-01-01') RETURNING id;});
 
-my $before = $node->safe_psql('postgres', "SELECT tap.fingerprint('$business_b')");
+my $before = fingerprint($node, $business_b);
 
 # Alice, through PostgREST, against Bob.
 sees('jwt reads other business', '0', 'jwt:user-alice',
@@ -257,7 +236,7 @@ foreach my $call ('journey.advance_due_enrollments()', "journey.schedule_executo
 	}
 }
 
-is($node->safe_psql('postgres', "SELECT tap.fingerprint('$business_b')"),
+is(fingerprint($node, $business_b),
 	$before, 'nothing of bob\'s business changed');
 is($node->safe_psql('postgres',
 	"SELECT string_agg(member, ',' ORDER BY member) FROM journey.business_members WHERE business_id = '$business_b'"),

@@ -9,11 +9,13 @@ use lib $FindBin::Bin;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use SenderTest;
+use JourneyTest;
 
 my $node = sender_node('cron', qq{
 shared_preload_libraries = 'pg_cron,journey'
 cron.database_name = 'postgres'
+# pg_cron alone, as where no sender serves the database.
+journey.executor_in_worker = off
 cron.use_background_workers = on
 max_worker_processes = 32
 });

@@ -14,7 +14,7 @@ use MIME::Base64;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use SenderTest;
+use JourneyTest;
 
 my ($hport, $hlog, $hsink) = start_sink('http_sink.py', 'hardening');
 my ($sport, $slog, $ssink) = start_sink('smtp_sink.py', 'hardening_smtp');

@@ -12,7 +12,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time);
-use SenderTest;
+use JourneyTest;
 
 my ($hport, $hlog, $hsink) = start_sink('http_sink.py', 'isolation');
 # Small capacities make the old behaviour visible with few messages:

@@ -1,6 +1,8 @@
-# Helpers shared by the sender's TAP tests: a server with the sender
-# running, the sinks on 127.0.0.1, and a business with a customer.
-package SenderTest;
+# The one helper module of journey's TAP tests: a throwaway server with
+# journey installed (with or without the sender), the sinks on 127.0.0.1,
+# a business with a customer, bounded polling, and the regression
+# helpers of test/sql/helpers.sql.
+package JourneyTest;
 
 use strict;
 use warnings;
@@ -13,21 +15,38 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-our @EXPORT = qw(sender_node start_sink sink_records wait_for setup_business
-  add_provider queue_message);
+our @EXPORT = qw(journey_node sender_node start_sink sink_records wait_for
+  wait_for_log setup_business add_provider queue_message fingerprint
+  idempotency_key);
 
 my $sinks = "$FindBin::Bin/../sinks";
 
-# A started server with journey preloaded, created in postgres, with
-# settings small enough for quick retries.  Extra lines go to its conf.
+# A started server with journey created in the database postgres.
+# Options: preload => the shared_preload_libraries value ('journey' by
+# default; '' loads the library only on use, so no sender runs), conf =>
+# extra postgresql.conf lines.  With journey preloaded, its sender serves
+# postgres.
+sub journey_node
+{
+	my ($name, %opt) = @_;
+	my $preload = $opt{preload} // 'journey';
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init;
+	my $conf = '';
+	$conf .= "shared_preload_libraries = '$preload'\njourney.database_name = 'postgres'\n"
+	  if $preload ne '';
+	$node->append_conf('postgresql.conf', $conf . ($opt{conf} // ''));
+	$node->start;
+	$node->safe_psql('postgres', 'CREATE EXTENSION journey');
+	return $node;
+}
+
+# A journey_node whose sender retries quickly and polls only when woken.
+# Extra lines go to its conf (a later setting wins).
 sub sender_node
 {
 	my ($name, $extra) = @_;
-	my $node = PostgreSQL::Test::Cluster->new($name);
-	$node->init;
-	$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'journey'
-journey.database_name = 'postgres'
+	return journey_node($name, conf => q{
 journey.retry_base_ms = 200
 journey.retry_max_ms = 1000
 journey.http_timeout_ms = 2000
@@ -36,9 +55,6 @@ journey.poll_interval_ms = 600000
 restart_after_crash = on
 log_statement = none
 } . ($extra // ''));
-	$node->start;
-	$node->safe_psql('postgres', 'CREATE EXTENSION journey');
-	return $node;
 }
 
 # Starts a sink (http_sink.py or smtp_sink.py); returns (port, logfile, handle).
@@ -101,6 +117,32 @@ sub wait_for
 	return 0;
 }
 
+# Waits until the server log, from byte $offset on, matches $re, for at
+# most $secs seconds: the positive event a test waits for instead of
+# sleeping.  Returns true when it matched.
+sub wait_for_log
+{
+	my ($node, $re, $offset, $secs) = @_;
+	my $deadline = time + ($secs // 60);
+	while (time < $deadline)
+	{
+		return 1 if slurp_file($node->logfile, $offset // 0) =~ $re;
+		usleep(50_000);
+	}
+	diag("waited for the log to match $re");
+	return 0;
+}
+
+# fingerprint($node, $business): test/sql/helpers.sql's fingerprint of one
+# business's rows, computed in one session (the helpers are temporary).
+sub fingerprint
+{
+	my ($node, $business) = @_;
+	my $helpers = slurp_file("$FindBin::Bin/../sql/helpers.sql");
+	return $node->safe_psql('postgres',
+		"$helpers\nSELECT pg_temp.fingerprint('$business')");
+}
+
 # A business with one customer; returns (business_id, customer_id).
 sub setup_business
 {
@@ -139,6 +181,15 @@ sub queue_message
 		"INSERT INTO journey.messages (business_id, customer_id, channel, message_purpose, to_address, subject, body)
 		 VALUES ('$m{business}', $cust, '$channel', $purpose, '$to', $subject, '" . ($m{body} // 'Hi there') . "')
 		 RETURNING id");
+}
+
+# The idempotency key the sender gives message $id: the installation's id
+# joined to the message id.
+sub idempotency_key
+{
+	my ($node, $id, $db) = @_;
+	my $inst = $node->safe_psql($db // 'postgres', 'SELECT id FROM journey.installation');
+	return "$inst-$id";
 }
 
 1;

@@ -1,0 +1,152 @@
+/*-------------------------------------------------------------------------
+ *
+ * shmem.c
+ *	  The sender's shared memory: one slot per database served, and what
+ *	  touches it from outside the sender: the wake-up any backend sends at
+ *	  commit when it queued messages, and a sender taking and leaving its
+ *	  slot.
+ *
+ * A backend that queues messages (the executor, or a plain INSERT through
+ * the messages trigger) sets the latch of its database's sender when, and
+ * only if, its transaction commits, so a message goes out at once rather
+ * than at the next poll, and never before it is visible.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "commands/trigger.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+
+#include "journey.h"
+#include "sender.h"
+
+PG_FUNCTION_INFO_V1(journey_wake_sender);
+
+JourneySenderShmem *journey_sender_shmem = NULL;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+static void
+journey_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(JourneySenderShmem)));
+}
+
+static void
+journey_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	journey_sender_shmem = ShmemInitStruct("journey sender", sizeof(JourneySenderShmem), &found);
+	if (!found)
+	{
+		memset(journey_sender_shmem, 0, sizeof(JourneySenderShmem));
+		SpinLockInit(&journey_sender_shmem->mutex);
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+void
+journey_sender_shmem_register(void)
+{
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = journey_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = journey_shmem_startup;
+}
+
+/* ---------- a sender's slot ---------- */
+
+static int	attached_slot = -1;
+static bool am_sender = false;	/* a sender never wakes itself */
+
+static void
+sender_detach(int code, Datum arg)
+{
+	SpinLockAcquire(&journey_sender_shmem->mutex);
+	journey_sender_shmem->slots[attached_slot].latch = NULL;
+	SpinLockRelease(&journey_sender_shmem->mutex);
+}
+
+void
+journey_sender_attach(int slot)
+{
+	attached_slot = slot;
+	am_sender = true;
+	SpinLockAcquire(&journey_sender_shmem->mutex);
+	journey_sender_shmem->slots[slot].latch = MyLatch;
+	SpinLockRelease(&journey_sender_shmem->mutex);
+	before_shmem_exit(sender_detach, (Datum) 0);
+}
+
+/* ---------- waking the sender at commit (any backend) ---------- */
+
+static bool wake_callback_registered = false;
+static bool wake_pending = false;
+
+static void
+wake_xact_callback(XactEvent event, void *arg)
+{
+	int			i;
+
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
+	{
+		if (!wake_pending || journey_sender_shmem == NULL)
+		{
+			wake_pending = false;
+			return;
+		}
+		wake_pending = false;
+		for (i = 0; i < JOURNEY_MAX_SENDERS; i++)
+		{
+			JourneySenderSlot *s = &journey_sender_shmem->slots[i];
+
+			/* A stale latch is harmless: SetLatch checks its owner. */
+			if (s->dboid == MyDatabaseId && s->latch != NULL)
+			{
+				/* What a test waits for: the wake-up was sent, and when. */
+				elog(DEBUG1, "journey wakes the sender of this database at commit");
+				SetLatch(s->latch);
+			}
+		}
+	}
+	else if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+		wake_pending = false;
+}
+
+void
+journey_sender_wake_at_commit(void)
+{
+	if (journey_sender_shmem == NULL || am_sender)
+		return;
+	if (!wake_callback_registered)
+	{
+		RegisterXactCallback(wake_xact_callback, NULL);
+		wake_callback_registered = true;
+	}
+	wake_pending = true;
+}
+
+/* Statement-level trigger on journey.messages: a plain INSERT wakes too. */
+Datum
+journey_wake_sender(PG_FUNCTION_ARGS)
+{
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("journey.wake_sender() must be called as a trigger")));
+	journey_sender_wake_at_commit();
+	return PointerGetDatum(NULL);
+}
