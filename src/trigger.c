@@ -194,11 +194,10 @@ journey_match_events(PG_FUNCTION_ARGS)
 		if (rc != SPI_OK_UPDATE)
 			elog(ERROR, "waking enrollments that await events failed: %s",
 				 SPI_result_code_string(rc));
+		/* They are due now: the sender's executor runs them at commit. */
+		if (SPI_processed > 0)
+			journey_note_enrollment_due();
 	}
-	/*
-	 * TODO(lead): when latency's commit wake-up of the executor lands, call
-	 * it here when SPI_processed > 0 (these enrollments are due now).
-	 */
 	rc = SPI_execute_plan(journey_keep_plan(&enroll_plan, enroll_sql, 0, NULL), NULL, NULL, false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "enrolling customers on trigger events failed: %s", SPI_result_code_string(rc));

@@ -292,6 +292,8 @@ journey_update_sequence(PG_FUNCTION_ARGS)
 	else if (in_flight == IN_FLIGHT_EXIT)
 		exit_enrollments(sequence_id);
 	write_settings(sequence_id, version, &def);
+	/* Moved steps, a journey made active: the sender's executor looks again at commit. */
+	journey_note_enrollment_due();
 	SPI_finish();
 	journey_restore_user(&saved);
 

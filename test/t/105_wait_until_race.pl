@@ -7,16 +7,17 @@
 # lost event.
 use strict;
 use warnings;
+use FindBin;
+use lib $FindBin::Bin;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use JourneyTest;
 
-my $node = PostgreSQL::Test::Cluster->new('wait_until_race');
-$node->init;
-$node->append_conf('postgresql.conf', "shared_preload_libraries = 'journey'\njourney.database_name = 'postgres'\n");
-$node->start;
+# The test drives the executor itself: the sender's must not take the
+# enrollments first.
+my $node = journey_node('wait_until_race', conf => "journey.executor_in_worker = off\n");
 $node->safe_psql('postgres', q{
-CREATE EXTENSION journey;
 INSERT INTO journey.businesses (id, name) VALUES ('00000000-0000-0000-0000-0000000000b1', 'B');
 SELECT journey.create_sequence('00000000-0000-0000-0000-0000000000b1', '{"name": "J", "status": "active",
   "trigger_event_type": "invoice_paid", "rate_per_hour": null, "rate_per_day": null,
