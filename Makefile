@@ -24,6 +24,7 @@ OBJS = \
 	src/stats.o \
 	src/simulate.o \
 	src/cron.o \
+	src/outbound.o \
 	src/providers.o \
 	src/transport.o \
 	src/shmem.o \
@@ -50,11 +51,16 @@ REGRESS_OPTS = --inputdir=. --load-extension=plpgsql
 TAP_TESTS = 1
 PROVE_TESTS = test/t/*.pl
 
+PG_CONFIG ?= pg_config
+
+# The tz database the server reads: IANA zone names are its files (util.c).
+JOURNEY_TZDIR := $(or $(patsubst --with-system-tzdata=%,%,$(filter --with-system-tzdata=%,$(subst ',,$(shell $(PG_CONFIG) --configure)))),$(shell $(PG_CONFIG) --sharedir)/timezone)
+
 # JOURNEY_VERSION (the HTTP User-Agent) comes from EXTVERSION, so it never
 # goes stale.
-PG_CPPFLAGS = -I$(srcdir)/src -std=gnu99 -DJOURNEY_VERSION='"$(EXTVERSION)"'
+PG_CPPFLAGS = -I$(srcdir)/src -std=gnu99 -DJOURNEY_TZDIR='"$(JOURNEY_TZDIR)"' \
+	-DJOURNEY_VERSION='"$(EXTVERSION)"'
 SHLIB_LINK = -lcurl
 
-PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)

@@ -163,7 +163,9 @@ WHERE p.pronamespace = 'journey'::regnamespace
                         -- the caps' API, the unsubscribe link and the
                         -- worker's List-Unsubscribe header
                         'frequency_caps_valid', 'normalize_phone', 'set_frequency_caps',
-                        'unsubscribe', 'unsubscribe_link', 'simulate');
+                        'unsubscribe', 'unsubscribe_link', 'simulate',
+                        -- hardening (issue 12): a CHECK's helper
+                        'exit_event_types_are_valid');
 SELECT p.oid::regprocedure AS callable_by_worker
 FROM pg_proc p
 WHERE p.pronamespace = 'journey'::regnamespace
@@ -404,7 +406,8 @@ SELECT count(*) AS b_rows_seen FROM journey.customers WHERE business_id = :'busi
 RESET request.jwt.claims;
 RESET request.jwt.claim.sub;
 
--- The API, naming B's objects: 42501 before anything is written.
+-- The API, naming B's objects: refused before anything is written (a
+-- business: 42501; any other object: exactly the answer of a missing id).
 SELECT regress_tenancy.try(format(
     'SELECT journey.create_sequence(%L, ''{"name": "x", "status": "active", "steps": [{"kind": "wait", "wait_ms": 0}]}'')',
     :'business_b')) AS create_sequence_in_theirs;
@@ -423,6 +426,21 @@ SELECT regress_tenancy.try(format(
 SELECT regress_tenancy.try(format(
     'SELECT journey.stop_enrollment(%L, ''mine now'')',
     '00000000-0000-0000-0000-0000000000e1')) AS stop_theirs;
+-- An id the caller may not see answers exactly as a missing one (0.3).
+SELECT regress_tenancy.try(format(
+    'SELECT journey.enroll_customer(%L, %L)',
+    '00000000-0000-0000-0000-0000000000b1', :'customer_b'))
+  = replace(regress_tenancy.try(format(
+    'SELECT journey.enroll_customer(%L, %L)',
+    '00000000-0000-0000-0000-00000000dead', :'customer_b')), '00000000-0000-0000-0000-00000000dead',
+    '00000000-0000-0000-0000-0000000000b1') AS enroll_foreign_same_as_missing;
+SELECT regress_tenancy.try(format(
+    'SELECT journey.stop_enrollment(%L, ''mine now'')',
+    '00000000-0000-0000-0000-0000000000e1'))
+  = replace(regress_tenancy.try(format(
+    'SELECT journey.stop_enrollment(%L, ''mine now'')',
+    '00000000-0000-0000-0000-00000000dead')), '00000000-0000-0000-0000-00000000dead',
+    '00000000-0000-0000-0000-0000000000e1') AS stop_foreign_same_as_missing;
 -- Own objects mixed with B's: a customer of another business answers
 -- 22023, as a missing one does (the call writes nothing either).
 SELECT journey.create_sequence(:'business_a',

@@ -134,10 +134,8 @@ journey_enroll_customer(PG_FUNCTION_ARGS)
 							  1, types, values, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "sequence look-up failed");
 	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("sequence %s does not exist", journey_uuid_text(sequence_id)),
-				 errhint("Pass the id returned by journey.create_sequence.")));
+		journey_raise_missing("sequence", sequence_id,
+							  "Pass the id returned by journey.create_sequence.");
 	business_id = journey_spi_get_copy(0, 1, UUIDOID, &isnull, caller_cxt);
 	status = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
 	allow_manual = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
@@ -148,7 +146,8 @@ journey_enroll_customer(PG_FUNCTION_ARGS)
 
 	/* The membership check runs as the caller, not as the owner. */
 	journey_restore_user(&saved);
-	journey_require_member(business_id);
+	journey_require_visible(business_id, "sequence", sequence_id,
+							"Pass the id returned by journey.create_sequence.");
 	journey_become_owner(&saved);
 
 	/*
@@ -282,13 +281,12 @@ journey_stop_enrollment(PG_FUNCTION_ARGS)
 							  2, types, values, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "enrollment look-up failed");
 	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("enrollment %s does not exist", journey_uuid_text(enrollment_id)),
-				 errhint("Pass an id from journey.sequence_enrollments.")));
+		journey_raise_missing("enrollment", enrollment_id,
+							  "Pass an id from journey.sequence_enrollments.");
 	business_id = journey_spi_get_copy(0, 1, UUIDOID, &isnull, caller_cxt);
 	journey_restore_user(&saved);
-	journey_require_member(business_id);
+	journey_require_visible(business_id, "enrollment", enrollment_id,
+							"Pass an id from journey.sequence_enrollments.");
 	journey_become_owner(&saved);
 
 	if (journey_spi_kept(&plan_stop, "WITH stopped AS ("

@@ -147,6 +147,9 @@ resolve_customer(Datum business_id, Jsonb *customer, MemoryContext cxt)
 		{
 			char	   *text = journey_jsonb_get_text(customer, names[i]);
 
+			if (i == 1 || i == 2)
+				journey_check_address(i == 1 ? "customer.email" : "customer.phone", text);
+
 			upd_values[2 + i * 2] = BoolGetDatum(journey_jsonb_get(customer, names[i]) != NULL);
 			upd_values[3 + i * 2] = text ? CStringGetTextDatum(text) : (Datum) 0;
 			upd_nulls[3 + i * 2] = text ? ' ' : 'n';
@@ -332,9 +335,17 @@ journey_ingest_event(PG_FUNCTION_ARGS)
 	 */
 	if (nulls[4] != 'n')
 	{
+		/*
+		 * The plan takes the insert's six parameters; those not set yet go
+		 * as nulls, so that nothing that copies every parameter reads an
+		 * uninitialised Datum.
+		 */
+		char		lookup_nulls[6] = {' ', ' ', 'n', 'n', ' ', 'n'};
+
+		values[2] = values[3] = values[5] = (Datum) 0;
 		lock_idempotency_key(business_id, PG_GETARG_TEXT_PP(4));
 		if (journey_spi_kept(&plan_event_by_key, event_by_key_sql,
-								  6, types, values, nulls, false, 1) != SPI_OK_SELECT)
+								  6, types, values, lookup_nulls, false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "event look-up failed");
 		if (SPI_processed > 0)
 		{

@@ -27,6 +27,7 @@ char	   *journey_database_name = NULL;
 char	   *journey_worker_role = NULL;
 char	   *journey_trusted_claim_roles = NULL;
 int			journey_max_concurrency = 64;
+int			journey_max_concurrency_per_provider = 16;
 int			journey_http_timeout_ms = 10000;
 int			journey_max_attempts = 5;
 int			journey_batch_size = 500;
@@ -71,6 +72,14 @@ _PG_init(void)
 							NULL,
 							&journey_max_concurrency,
 							64, 1, 10000,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("journey.max_concurrency_per_provider",
+							"Requests the sender keeps in flight at once to one provider.",
+							"One cap per journey.providers row, the shared default provider included: a slow or hanging provider holds up no other.",
+							&journey_max_concurrency_per_provider,
+							16, 1, 10000,
 							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
 

@@ -30,6 +30,7 @@ extern char *journey_database_name;
 extern char *journey_worker_role;
 extern char *journey_trusted_claim_roles;
 extern int	journey_max_concurrency;
+extern int	journey_max_concurrency_per_provider;
 extern int	journey_http_timeout_ms;
 extern int	journey_max_attempts;
 extern int	journey_batch_size;
@@ -91,6 +92,9 @@ extern double journey_numeric_to_double(Numeric n);
 /* True when name is a time zone the tz database knows. */
 extern bool journey_timezone_is_valid(const char *name);
 
+/* Bounds of sequences.exit_event_types (its CHECK constraint). */
+#define JOURNEY_EXIT_EVENT_TYPES_MAX 50
+#define JOURNEY_EVENT_TYPE_MAX 200
 /*
  * The search_path every journey query runs with.  Every SQL-callable
  * function that runs queries pins it in its declaration (SET search_path);
@@ -109,6 +113,13 @@ extern void journey_unpin_search_path(int nestlevel);
 /* Adds milliseconds to a timestamp, raising 22008 on overflow. */
 extern TimestampTz journey_timestamp_add_ms(TimestampTz ts, int64 ms);
 
+/* ---------- outbound.c: what may leave the database ---------- */
+
+/* True when s holds a C0 or C1 control character or DEL. */
+extern bool journey_has_control_char(const char *s);
+
+/* Raises 22023 naming field when value holds a control character. */
+extern void journey_check_address(const char *field, const char *value);
 /* Argument checks of the API functions: each raises with the hint given. */
 extern void journey_require_arg(FunctionCallInfo fcinfo, int argno, const char *name,
 								const char *hint);
@@ -132,6 +143,9 @@ extern int	journey_spi_kept(SPIPlanPtr *plan, const char *sql, int nargs, Oid *a
 /* ---------- template.c: the template engine ---------- */
 
 typedef struct JourneyTemplate JourneyTemplate;
+
+/* Longest rendered text (bytes); rendering past it raises 54000. */
+#define JOURNEY_RENDER_MAX (1024 * 1024)
 
 /*
  * Parses a template once so it can be rendered many times.  A malformed
@@ -193,6 +207,15 @@ extern char *journey_member_name(void);
  */
 extern void journey_require_member(Datum business_id);
 
+/*
+ * For an object (kind, id) found in business_id: unless the caller may
+ * see that business, answers exactly as a missing object does (22023
+ * "<kind> <id> does not exist" with hint), so that an id tells nobody
+ * whether another tenant has it.  journey_raise_missing is that answer.
+ */
+extern void journey_require_visible(Datum business_id, const char *kind, Datum id,
+									const char *hint);
+extern void journey_raise_missing(const char *kind, Datum id, const char *hint) pg_attribute_noreturn();
 /* Raises 23503 unless the business exists; call inside SPI or not. */
 extern void journey_require_business_exists(Datum business_id);
 

@@ -28,6 +28,9 @@
 
 /* Longest piece of a provider's response quoted in last_error. */
 #define RESPONSE_QUOTE_LEN 200
+/* Most of last_error and provider_message_id kept (bytes). */
+#define ERROR_TEXT_MAX 1000
+#define PROVIDER_ID_MAX 200
 
 static void
 json_field_or_null(StringInfo buf, const char *key, const char *value, bool first)
@@ -200,96 +203,8 @@ build_resend(JourneyRequest *req)
 	return NULL;
 }
 
-/* Replaces CR and LF so a value cannot start a header of its own. */
-static char *
-header_safe(const char *s)
-{
-	char	   *r = pstrdup(s ? s : "");
-	char	   *p;
-
-	for (p = r; *p; p++)
-		if (*p == '\r' || *p == '\n')
-			*p = ' ';
-	return r;
-}
-
-static bool
-is_ascii(const char *s)
-{
-	for (; *s; s++)
-		if ((unsigned char) *s >= 0x80)
-			return false;
-	return true;
-}
-
-static void
-append_base64(StringInfo buf, const char *data, size_t len, bool wrap)
-{
-	static const char tbl[] =
-		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-	size_t		i;
-	int			col = 0;
-
-	for (i = 0; i < len; i += 3)
-	{
-		uint32		v = (uint8) data[i] << 16;
-
-		if (i + 1 < len)
-			v |= (uint8) data[i + 1] << 8;
-		if (i + 2 < len)
-			v |= (uint8) data[i + 2];
-		appendStringInfoChar(buf, tbl[(v >> 18) & 63]);
-		appendStringInfoChar(buf, tbl[(v >> 12) & 63]);
-		appendStringInfoChar(buf, i + 1 < len ? tbl[(v >> 6) & 63] : '=');
-		appendStringInfoChar(buf, i + 2 < len ? tbl[v & 63] : '=');
-		col += 4;
-		if (wrap && col >= 76)
-		{
-			appendStringInfoString(buf, "\r\n");
-			col = 0;
-		}
-	}
-	if (wrap && col > 0)
-		appendStringInfoString(buf, "\r\n");
-}
-
-/* The addr-spec of "Name <addr>" or of a bare address. */
-static char *
-addr_spec(const char *s)
-{
-	const char *lt = strrchr(s, '<');
-	const char *gt;
-
-	if (lt && (gt = strchr(lt, '>')) != NULL)
-		return pnstrdup(lt + 1, gt - lt - 1);
-	return header_safe(s);
-}
-
-/*
- * An address header: "Name <addr>" with a non-ASCII name gets the name as
- * an RFC 2047 encoded-word; anything else goes as it is.
- */
-static void
-append_address_header(StringInfo b, const char *name, const char *value)
-{
-	char	   *v = header_safe(value);
-	char	   *lt = strrchr(v, '<');
-
-	appendStringInfo(b, "%s: ", name);
-	if (!is_ascii(v) && lt && lt > v)
-	{
-		char	   *display = pnstrdup(v, lt - v);
-		int			len = strlen(display);
-
-		while (len > 0 && display[len - 1] == ' ')
-			display[--len] = '\0';
-		appendStringInfoString(b, "=?UTF-8?B?");
-		append_base64(b, display, len, false);
-		appendStringInfo(b, "?= %s\r\n", lt);
-	}
-	else
-		appendStringInfo(b, "%s\r\n", v);
-}
+/* Longest address SMTP allows (RFC 5321's path limit less the brackets). */
+#define SMTP_ADDRESS_MAX 254
 
 static const char *
 build_smtp(JourneyRequest *req)
@@ -300,21 +215,26 @@ build_smtp(JourneyRequest *req)
 	time_t		now = time(NULL);
 	struct tm	tm;
 	char	   *from;
+	char	   *to;
 	char	   *domain;
-	char	   *subject;
 
 	if (m->from_address == NULL)
 		return "smtp provider has no from_address";
 	if (m->credentials && m->credentials[0] &&
 		!split_credentials(req, m->credentials))
 		return "smtp provider credentials must be \"<user>:<password>\"";
+	from = journey_addr_spec(m->from_address);
+	to = journey_addr_spec(m->to_address);
+	if (strlen(from) > SMTP_ADDRESS_MAX || strlen(to) > SMTP_ADDRESS_MAX)
+		return "an smtp address is longer than 254 characters";
+	if (strpbrk(from, "<> ") || strpbrk(to, "<> "))
+		return "an smtp address holds a space or an angle bracket outside its <...>";
 	req->is_smtp = true;
-	req->mail_from = psprintf("<%s>", addr_spec(m->from_address));
-	req->rcpt = curl_slist_append(NULL, psprintf("<%s>", addr_spec(m->to_address)));
+	req->mail_from = psprintf("<%s>", from);
+	req->rcpt = curl_slist_append(NULL, psprintf("<%s>", to));
 	if (req->rcpt == NULL)
 		elog(ERROR, "out of memory building the recipient list");
 
-	from = addr_spec(m->from_address);
 	domain = strchr(from, '@');
 	domain = (domain && domain[1]) ? domain + 1 : "journey.invalid";
 	/* The message id is the idempotency key: a resend has the same one. */
@@ -323,30 +243,40 @@ build_smtp(JourneyRequest *req)
 	gmtime_r(&now, &tm);
 	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
 
+	/* Every header folded (RFC 5322 lines, RFC 2047 encoded-words). */
 	initStringInfo(&b);
 	appendStringInfo(&b, "Date: %s\r\n", date);
-	append_address_header(&b, "From", m->from_address);
-	append_address_header(&b, "To", m->to_address);
-	subject = header_safe(m->subject);
-	if (is_ascii(subject))
-		appendStringInfo(&b, "Subject: %s\r\n", subject);
-	else
-	{
-		/* RFC 2047 encoded-word, so a UTF-8 subject survives any relay. */
-		appendStringInfoString(&b, "Subject: =?UTF-8?B?");
-		append_base64(&b, subject, strlen(subject), false);
-		appendStringInfoString(&b, "?=\r\n");
-	}
-	appendStringInfo(&b, "Message-ID: %s\r\n", req->provider_message_id);
+	journey_append_address_header(&b, "From", m->from_address);
+	journey_append_address_header(&b, "To", m->to_address);
+	journey_append_header(&b, "Subject", m->subject);
+	journey_append_header(&b, "Message-ID", req->provider_message_id);
 	appendStringInfo(&b, "X-Journey-Message-Id: " INT64_FORMAT "\r\n", m->id);
 	append_smtp_unsubscribe(&b, m);
 	appendStringInfoString(&b, "MIME-Version: 1.0\r\n"
 						   "Content-Type: text/plain; charset=UTF-8\r\n"
 						   "Content-Transfer-Encoding: base64\r\n\r\n");
 	/* Base64 keeps lines short and any UTF-8 intact. */
-	append_base64(&b, m->body, strlen(m->body), true);
+	journey_append_base64(&b, m->body, strlen(m->body), true);
 	req->payload = b.data;
 	req->payload_len = b.len;
+	return NULL;
+}
+
+/*
+ * What no kind may send: a control character in an address, the endpoint
+ * or the credentials could add an SMTP command or an HTTP header.
+ */
+static const char *
+refuse_control_chars(JourneyMessage *m)
+{
+	if (journey_has_control_char(m->to_address))
+		return "to_address holds a control character; the message is not sent";
+	if (journey_has_control_char(m->from_address))
+		return "the provider's from_address holds a control character; fix the provider";
+	if (journey_has_control_char(m->endpoint))
+		return "the provider's endpoint holds a control character; fix the provider";
+	if (journey_has_control_char(m->credentials))
+		return "the provider's credentials hold a control character; fix the provider";
 	return NULL;
 }
 
@@ -363,7 +293,9 @@ journey_request_build(JourneyMessage *msg, MemoryContext cxt, char **error)
 	req->retry_after_ms = -1;
 	initStringInfo(&req->response);
 
-	if (strcmp(msg->kind, "webhook") == 0)
+	if ((err = refuse_control_chars(msg)) != NULL)
+		;
+	else if (strcmp(msg->kind, "webhook") == 0)
 		build_webhook(req);
 	else if (strcmp(msg->kind, "twilio") == 0)
 		err = build_twilio(req);
@@ -449,53 +381,9 @@ response_id(StringInfo body, const char *key)
 static char *
 response_quote(JourneyRequest *req)
 {
-	StringInfoData b;
-	int			i;
-	int			n = Min(req->response.len, RESPONSE_QUOTE_LEN);
-
-	initStringInfo(&b);
-	for (i = 0; i < n; i++)
-	{
-		unsigned char c = req->response.data[i];
-
-		appendStringInfoChar(&b, (c < 0x20 || c == 0x7f) ? ' ' : c);
-	}
-	/* Don't cut a UTF-8 character in half. */
-	b.len = pg_mbcliplen(b.data, b.len, b.len);
-	b.data[b.len] = '\0';
-	if (req->response.len > n)
-		appendStringInfoString(&b, "...");
-	return b.data;
-}
-
-/* Removes any copy of the secret a server or libcurl echoed back. */
-static char *
-scrub(JourneyRequest *req, char *text)
-{
-	const char *secrets[3];
-	int			i;
-
-	secrets[0] = req->msg->credentials;
-	secrets[1] = req->password;
-	secrets[2] = req->username;
-	for (i = 0; i < 3; i++)
-	{
-		char	   *p;
-
-		if (secrets[i] == NULL || strlen(secrets[i]) < 4)
-			continue;
-		while ((p = strstr(text, secrets[i])) != NULL)
-		{
-			StringInfoData b;
-
-			initStringInfo(&b);
-			appendBinaryStringInfo(&b, text, p - text);
-			appendStringInfoString(&b, "[redacted]");
-			appendStringInfoString(&b, p + strlen(secrets[i]));
-			text = b.data;
-		}
-	}
-	return text;
+	/* Scrubbed whole: a cut could leave part of a secret behind. */
+	return journey_clean_text(journey_scrub_secrets(req, pstrdup(req->response.data)),
+							  RESPONSE_QUOTE_LEN);
 }
 
 static bool
@@ -527,9 +415,8 @@ curl_error_is_transient(CURLcode rc)
  * other statuses failed.  SMTP reverses the classes: 4xx is transient, 5xx
  * permanent.  Transport errors are retried when they can pass.
  */
-void
-journey_request_classify(JourneyRequest *req, CURLcode rc, long status,
-						 JourneyResult *res)
+static void
+classify(JourneyRequest *req, CURLcode rc, long status, JourneyResult *res)
 {
 	res->relid = req->msg->relid;
 	res->id = req->msg->id;
@@ -537,14 +424,22 @@ journey_request_classify(JourneyRequest *req, CURLcode rc, long status,
 	res->retry_after_ms = -1;
 	res->error = NULL;
 	res->provider_message_id = NULL;
+	res->held = false;
 	res->suppress_reason = NULL;
 
 	if (rc != CURLE_OK)
 	{
 		const char *what = req->errbuf[0] ? req->errbuf : curl_easy_strerror(rc);
 
+		/* Required with credentials (see transport.c): nothing to retry. */
+		if (req->is_smtp && rc == CURLE_USE_SSL_FAILED)
+		{
+			res->outcome = JOURNEY_FAILED;
+			res->error = psprintf("smtp server does not offer STARTTLS: credentials are never sent in clear text (%s); use smtps:// or a server with STARTTLS",
+								  what);
+		}
 		/* SMTP replies surface as errors; the reply code says which class. */
-		if (req->is_smtp && status >= 400 && status < 600)
+		else if (req->is_smtp && status >= 400 && status < 600)
 		{
 			res->outcome = status >= 500 ? JOURNEY_FAILED : JOURNEY_RETRY;
 			res->error = psprintf("smtp server replied %ld: %s", status, what);
@@ -557,7 +452,6 @@ journey_request_classify(JourneyRequest *req, CURLcode rc, long status,
 								  (rc == CURLE_COULDNT_CONNECT ? "connection refused" :
 								   "transport error"), what);
 		}
-		res->error = scrub(req, res->error);
 		return;
 	}
 
@@ -572,8 +466,6 @@ journey_request_classify(JourneyRequest *req, CURLcode rc, long status,
 	{
 		res->outcome = JOURNEY_SENT;
 		res->provider_message_id = response_id(&req->response, req->id_key);
-		if (res->provider_message_id)
-			res->provider_message_id = scrub(req, res->provider_message_id);
 		return;
 	}
 
@@ -591,6 +483,25 @@ journey_request_classify(JourneyRequest *req, CURLcode rc, long status,
 			res->suppress_reason =
 				journey_twilio_error_suppression(response_id(&req->response, "code"));
 	}
-	res->error = scrub(req, psprintf("%s answered HTTP %ld: %s", req->msg->kind,
-									 status, response_quote(req)));
+	res->error = psprintf("%s answered HTTP %ld: %s", req->msg->kind,
+						  status, response_quote(req));
+}
+
+/*
+ * What went wrong and the provider's id, as they will be stored: secrets
+ * scrubbed first (before any cut could leave part of one), then made valid
+ * UTF-8 without control characters and bounded.
+ */
+void
+journey_request_classify(JourneyRequest *req, CURLcode rc, long status,
+						 JourneyResult *res)
+{
+	classify(req, rc, status, res);
+	if (res->error)
+		res->error = journey_clean_text(journey_scrub_secrets(req, res->error),
+										ERROR_TEXT_MAX);
+	if (res->provider_message_id)
+		res->provider_message_id =
+			journey_clean_text(journey_scrub_secrets(req, res->provider_message_id),
+							   PROVIDER_ID_MAX);
 }

@@ -102,6 +102,7 @@ typedef struct JourneyMessage
 	char	   *from_address;
 	char	   *credentials;	/* never logged, never in last_error */
 	char	   *settings;		/* provider settings, jsonb as text */
+	char	   *provider_id;	/* the journey.providers row, for its cap */
 	/* <installation id>-<id>: unique across databases and reinstalls */
 	char	   *idempotency_key;
 	char	   *unsubscribe_url;	/* List-Unsubscribe target, NULL when none */
@@ -147,6 +148,7 @@ typedef struct JourneyResult
 	char	   *error;			/* why it was retried or failed */
 	char	   *provider_message_id;
 	int64		retry_after_ms; /* -1: use the backoff */
+	bool		held;			/* its row was locked by another transaction */
 	const char *suppress_reason;	/* the provider refuses the address for good */
 } JourneyResult;
 
@@ -164,6 +166,17 @@ extern JourneyRequest *journey_request_build(JourneyMessage *msg, MemoryContext 
 extern void journey_request_classify(JourneyRequest *req, CURLcode rc, long status,
 									 JourneyResult *res);
 
+/* outbound.c */
+/* A copy of s, valid UTF-8, no control characters, at most max_bytes. */
+extern char *journey_clean_text(const char *s, int max_bytes);
+/* text with every encoding of the request's secrets replaced. */
+extern char *journey_scrub_secrets(JourneyRequest *req, char *text);
+extern void journey_append_base64(StringInfo buf, const char *data, size_t len, bool wrap);
+/* "Name: value" folded to 78 characters, encoded-words where needed. */
+extern void journey_append_header(StringInfo b, const char *name, const char *value);
+extern void journey_append_address_header(StringInfo b, const char *name, const char *value);
+/* The addr-spec of "Name <addr>" or of a bare address. */
+extern char *journey_addr_spec(const char *s);
 /* health.c: the sender's counters in its shared-memory slot */
 extern void journey_health_started(int slot);
 extern void journey_health_claimed(int slot, int in_flight);

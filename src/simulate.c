@@ -181,6 +181,7 @@ check_customer(Jsonb *customer)
 	JsonbIterator *it;
 	JsonbValue	v;
 	JsonbIteratorToken tok;
+	char	   *key = NULL;
 
 	if (!JB_ROOT_IS_OBJECT(customer) || JB_ROOT_IS_SCALAR(customer))
 		sim_bad("p_customer must be a JSON object", hint);
@@ -189,8 +190,9 @@ check_customer(Jsonb *customer)
 	{
 		if (tok == WJB_KEY)
 		{
-			char	   *key = pnstrdup(v.val.string.val, v.val.string.len);
 			bool		known = false;
+
+			key = pnstrdup(v.val.string.val, v.val.string.len);
 
 			for (int i = 0; keys[i] != NULL; i++)
 				known = known || strcmp(keys[i], key) == 0;
@@ -202,6 +204,10 @@ check_customer(Jsonb *customer)
 			/* attributes is checked by its own query; the rest are strings */
 			if (v.type != jbvString && v.type != jbvNull && v.type != jbvBinary)
 				sim_bad("p_customer's fields must be strings (attributes an object)", hint);
+			/* What ingest_event refuses, a simulation refuses alike. */
+			if (v.type == jbvString && (strcmp(key, "email") == 0 || strcmp(key, "phone") == 0))
+				journey_check_address(strcmp(key, "email") == 0 ? "customer.email" : "customer.phone",
+									  pnstrdup(v.val.string.val, v.val.string.len));
 		}
 	}
 }

@@ -16,6 +16,7 @@
 
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
@@ -295,13 +296,35 @@ walk(JsonbContainer *container, char *const *segments, int nsegments, JsonbValue
 	return false;
 }
 
+/*
+ * Raises 54000 before out would grow past JOURNEY_RENDER_MAX with n more
+ * bytes: the check comes before the allocation, so a big value repeated
+ * many times never costs more than about the limit in memory.
+ */
+static void
+ensure_room(StringInfo out, Size n)
+{
+	if ((Size) out->len + n > JOURNEY_RENDER_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("rendered template would exceed %d bytes", JOURNEY_RENDER_MAX),
+				 errdetail("A message's subject or body is at most 1 MB."),
+				 errhint("Shorten the template or the values it inserts.")));
+}
+
 /* Appends a value's text; returns false for null or empty. */
 static bool
 append_value(StringInfo out, JsonbValue *v)
 {
 	if (v->type == jbvNull || (v->type == jbvString && v->val.string.len == 0))
 		return false;
+	/* A string's or container's text is about as long as its binary form. */
+	if (v->type == jbvString)
+		ensure_room(out, v->val.string.len);
+	else if (v->type == jbvBinary)
+		ensure_room(out, v->val.binary.len);
 	journey_append_value_text(out, v);
+	ensure_room(out, 0);
 	return true;
 }
 
@@ -325,6 +348,7 @@ append_first_word(StringInfo out, JsonbValue *full_name)
 		end++;
 	if (end == start)
 		return false;
+	ensure_room(out, end - start);
 	appendBinaryStringInfo(out, s + start, end - start);
 	return true;
 }
@@ -394,8 +418,10 @@ journey_template_render(const JourneyTemplate *tmpl, Jsonb *context,
 	{
 		const TemplateNode *node = &tmpl->nodes[i];
 
+		CHECK_FOR_INTERRUPTS();
 		if (!node->is_tag)
 		{
+			ensure_room(out, node->text_len);
 			appendBinaryStringInfo(out, node->text, node->text_len);
 			continue;
 		}
@@ -403,6 +429,7 @@ journey_template_render(const JourneyTemplate *tmpl, Jsonb *context,
 			continue;
 		if (node->default_value != NULL)
 		{
+			ensure_room(out, strlen(node->default_value));
 			appendStringInfoString(out, node->default_value);
 			continue;
 		}

@@ -230,16 +230,19 @@ journey_member_business_ids(PG_FUNCTION_ARGS)
 	PG_RETURN_ARRAYTYPE_P(result);
 }
 
-void
-journey_require_member(Datum business_id)
+/* Whether the caller may see the business's objects (RLS bypassed, or a member). */
+static bool
+caller_is_member(Datum business_id, char **member_out)
 {
 	char	   *member;
 	bool		is_member = false;
 
+	*member_out = NULL;
 	if (journey_caller_bypasses_rls())
-		return;
+		return true;
 
 	member = journey_member_name();
+	*member_out = member;
 	if (member != NULL)
 	{
 		Oid			argtypes[2] = {UUIDOID, TEXTOID};
@@ -260,8 +263,15 @@ journey_require_member(Datum business_id)
 		SPI_finish();
 		journey_restore_user(&saved);
 	}
+	return is_member;
+}
 
-	if (!is_member)
+void
+journey_require_member(Datum business_id)
+{
+	char	   *member;
+
+	if (!caller_is_member(business_id, &member))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied for business %s",
@@ -270,6 +280,25 @@ journey_require_member(Datum business_id)
 				 errdetail("The connection carries no journey member (no \"sub\" claim in request.jwt.claims).") :
 				 errdetail("\"%s\" is not a member of that business.", member),
 				 errhint("An administrator adds members with INSERT INTO journey.business_members.")));
+}
+
+void
+journey_raise_missing(const char *kind, Datum id, const char *hint)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("%s %s does not exist", kind,
+					DatumGetCString(DirectFunctionCall1(uuid_out, id))),
+			 errhint("%s", hint)));
+}
+
+void
+journey_require_visible(Datum business_id, const char *kind, Datum id, const char *hint)
+{
+	char	   *member;
+
+	if (!caller_is_member(business_id, &member))
+		journey_raise_missing(kind, id, hint);
 }
 
 void

@@ -223,8 +223,13 @@ journey_transport_start(JourneyRequest *req)
 		curl_easy_setopt(e, CURLOPT_READFUNCTION, read_cb);
 		curl_easy_setopt(e, CURLOPT_READDATA, req);
 		curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t) req->payload_len);
-		/* STARTTLS whenever the server offers it (smtps:// is TLS anyway). */
-		curl_easy_setopt(e, CURLOPT_USE_SSL, (long) CURLUSESSL_TRY);
+		/*
+		 * STARTTLS whenever the server offers it (smtps:// is TLS anyway);
+		 * required when there are credentials, which must never go out in
+		 * clear text.
+		 */
+		curl_easy_setopt(e, CURLOPT_USE_SSL,
+						 (long) (req->username ? CURLUSESSL_ALL : CURLUSESSL_TRY));
 	}
 	else
 	{

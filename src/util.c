@@ -8,6 +8,8 @@
  */
 #include "postgres.h"
 
+#include <sys/stat.h>
+
 #include "access/htup_details.h"
 #include "catalog/namespace.h"
 #include "commands/trigger.h"
@@ -16,6 +18,9 @@
 #include "datatype/timestamp.h"
 #include "fmgr.h"
 #include "pgtime.h"
+#include "catalog/pg_type.h"
+#include "mb/pg_wchar.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/datetime.h"
@@ -29,6 +34,7 @@
 
 PG_FUNCTION_INFO_V1(journey_check_timezone);
 PG_FUNCTION_INFO_V1(journey_touch_updated_at);
+PG_FUNCTION_INFO_V1(journey_exit_event_types_are_valid);
 
 static Oid	cached_schema_oid = InvalidOid;
 
@@ -148,11 +154,36 @@ journey_timezone_is_valid(const char *name)
 	 * "-3"): a recipient's zone must follow daylight saving rules, which a
 	 * bare offset silently ignores.
 	 */
+	pg_tz	   *tz;
+	const char *canonical;
+	char		path[MAXPGPATH];
+	struct stat st;
+
 	if (name == NULL || name[0] == '\0' || strlen(name) >= TZ_STRLEN_MAX)
 		return false;
 	if (strchr("+-0123456789", name[0]) != NULL)
 		return false;
-	return pg_tzset(name) != NULL;
+	if ((tz = pg_tzset(name)) == NULL)
+		return false;
+
+	/*
+	 * pg_tzset also takes POSIX TZ strings ("ABC-167"), which follow no
+	 * daylight saving rules of any place: an IANA zone is a file of the tz
+	 * database (under the name pg_tzset found, in its canonical case).
+	 * "posixrules" and "localtime" are files there but no zones, and the
+	 * "posix/" and "right/" trees duplicate the zones under other names.
+	 */
+	canonical = pg_get_timezone_name(tz);
+	if (canonical == NULL || strstr(canonical, "..") != NULL ||
+		pg_strcasecmp(canonical, "posixrules") == 0 ||
+		pg_strcasecmp(canonical, "localtime") == 0 ||
+		pg_strncasecmp(canonical, "posix/", 6) == 0 ||
+		pg_strncasecmp(canonical, "right/", 6) == 0)
+		return false;
+	if (pg_strcasecmp(canonical, "UTC") == 0 || pg_strcasecmp(canonical, "GMT") == 0)
+		return true;			/* built in, even without a tz database */
+	snprintf(path, sizeof(path), "%s/%s", JOURNEY_TZDIR, canonical);
+	return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
 Datum
@@ -280,6 +311,36 @@ journey_spi_kept(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,
 {
 	return SPI_execute_plan(journey_keep_plan(plan, sql, nargs, argtypes),
 							values, nulls, read_only, count);
+}
+
+/*
+ * The sequences CHECK on exit_event_types: every entry non-null, non-empty
+ * and at most JOURNEY_EVENT_TYPE_MAX characters (the count is checked in
+ * SQL).  Bounded input: a CHECK runs at every write.
+ */
+Datum
+journey_exit_event_types_are_valid(PG_FUNCTION_ARGS)
+{
+	ArrayType  *arr = PG_GETARG_ARRAYTYPE_P(0);
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+
+	if (ArrayGetNItems(ARR_NDIM(arr), ARR_DIMS(arr)) > JOURNEY_EXIT_EVENT_TYPES_MAX)
+		PG_RETURN_BOOL(false);
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	for (int i = 0; i < n; i++)
+	{
+		text	   *t;
+
+		if (nulls[i])
+			PG_RETURN_BOOL(false);
+		t = DatumGetTextPP(elems[i]);
+		if (VARSIZE_ANY_EXHDR(t) == 0 ||
+			pg_mbstrlen_with_len(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t)) > JOURNEY_EVENT_TYPE_MAX)
+			PG_RETURN_BOOL(false);
+	}
+	PG_RETURN_BOOL(true);
 }
 
 /* ---------- argument checks and SPI results of the API functions ---------- */

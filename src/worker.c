@@ -52,13 +52,28 @@
 
 static int	my_slot = -1;
 static char claim_token[32];	/* this server's system identifier */
+static char probation_token[48];	/* the same for the probation lane */
 static bool reclaim_own = true; /* first claim puts back a dead sender's rows */
 static bool need_claim = true;
 static TimestampTz next_poll = 0;
 static TimestampTz next_due = 0;	/* earliest retry or lease expiry; 0 none */
 static bool warned_no_provider = false;
+static TimestampTz marks_retry_at = 0;	/* review marks left on locked rows */
 /* Messages taken back after a crash, sent one at a time (see below). */
 static Datum probation = (Datum) 0;	/* bigint[] in TopMemoryContext */
+static Datum empty_ids = (Datum) 0;	/* an empty bigint[], likewise */
+
+/* Requests in flight per provider row (a few dozen providers at most). */
+typedef struct ProviderLoad
+{
+	char		provider_id[UUID_LEN * 2 + 5];
+	int			in_flight;
+} ProviderLoad;
+static ProviderLoad *loads = NULL;
+static int	n_loads = 0;
+static int	max_loads = 0;
+static bool provider_capped = false;	/* some provider is at its cap */
+static int64 probation_in_flight = 0;	/* the one message of that lane, 0 none */
 
 static MemoryContext loop_cxt;
 static MemoryContext results_cxt;
@@ -71,45 +86,79 @@ static SPIPlanPtr claim_plan;
 static SPIPlanPtr claim_ids_plan;
 static SPIPlanPtr reclaim_own_plan;
 static SPIPlanPtr reclaim_expired_plan;
+static SPIPlanPtr requeue_refunded_plan;
 static SPIPlanPtr next_due_plan;
 static SPIPlanPtr no_provider_plan;
+static SPIPlanPtr apply_marks_plan;
 static SPIPlanPtr result_plan;
 static SPIPlanPtr cancel_unsendable_plan;
 static SPIPlanPtr installation_plan;
 static char installation_id[64];	/* journey.installation's id, as of the claim */
 
 /*
- * Claims up to $1 due messages that have a provider, oldest first; "extra"
- * narrows the choice.
+ * Claims up to $1 due messages that have a provider; "extra" narrows the
+ * choice.  Fair: each business offers its oldest $1 due messages (one
+ * index probe per business, so one business's backlog is never all there
+ * is to see), businesses take turns (brn), and a provider gets no more
+ * than its free room: $5/$6 list the providers with requests in flight
+ * and their room, $7 is the room of any other.  Messages someone holds
+ * locked are skipped, and so is a message whose address was suppressed
+ * or whose customer was deleted since it was queued (cancel_unsendable_sql
+ * cancels those among the oldest; the others wait for it, unsent).
  */
 #define CLAIM_SQL(extra) \
-"WITH due AS (" \
-" SELECT m.id, p.kind, p.endpoint, p.from_address, p.credentials, p.settings" \
-"  FROM journey.messages m" \
+"WITH cand AS (" \
+" SELECT m.id, m.business_id, m.channel, m.send_after FROM journey.businesses b" \
 "  CROSS JOIN LATERAL (" \
-"   SELECT p.kind, p.endpoint, p.from_address, p.credentials, p.settings" \
+"   SELECT m.id, m.business_id, m.channel, m.send_after FROM journey.messages m" \
+"    WHERE m.business_id OPERATOR(pg_catalog.=) b.id" \
+"      AND m.status OPERATOR(pg_catalog.=) 'queued' " extra \
+"      AND m.send_after OPERATOR(pg_catalog.<=) pg_catalog.now()" \
+"      AND NOT EXISTS (SELECT 1 FROM journey.suppressions s" \
+"        WHERE s.business_id = m.business_id AND s.channel = m.channel" \
+"          AND s.address = m.to_address)" \
+"      AND (m.customer_id IS NULL OR EXISTS (SELECT 1 FROM journey.customers k" \
+"        WHERE k.business_id = m.business_id AND k.id = m.customer_id))" \
+"    ORDER BY m.send_after LIMIT $1) m)," \
+" due AS (" \
+" SELECT c.id, c.send_after, p.id AS provider_id, p.kind, p.endpoint, p.from_address," \
+"   p.credentials, p.settings," \
+"   pg_catalog.row_number() OVER (PARTITION BY p.id ORDER BY c.send_after, c.id) AS prn," \
+"   pg_catalog.row_number() OVER (PARTITION BY c.business_id ORDER BY c.send_after, c.id) AS brn" \
+"  FROM cand c" \
+"  CROSS JOIN LATERAL (" \
+"   SELECT p.id, p.kind, p.endpoint, p.from_address, p.credentials, p.settings" \
 "    FROM journey.providers p" \
-"   WHERE p.enabled AND p.channel = m.channel" \
-"     AND (p.business_id = m.business_id OR p.business_id IS NULL)" \
-"   ORDER BY p.business_id NULLS LAST LIMIT 1) p" \
-" WHERE m.status = 'queued' " extra \
-"   AND m.send_after <= now()" \
-" ORDER BY m.send_after LIMIT $1" \
-" FOR UPDATE OF m SKIP LOCKED)" \
+"   WHERE p.enabled AND p.channel OPERATOR(pg_catalog.=) c.channel" \
+"     AND (p.business_id OPERATOR(pg_catalog.=) c.business_id OR p.business_id IS NULL)" \
+"   ORDER BY p.business_id NULLS LAST LIMIT 1) p)," \
+" pick AS (" \
+" SELECT d.* FROM due d" \
+"  WHERE d.prn OPERATOR(pg_catalog.<=) COALESCE((SELECT f.room" \
+"      FROM ROWS FROM (pg_catalog.unnest($5::uuid[]), pg_catalog.unnest($6::integer[])) AS f(pid, room)" \
+"     WHERE f.pid OPERATOR(pg_catalog.=) d.provider_id), $7)" \
+"  ORDER BY d.brn, d.send_after LIMIT $1)," \
+" locked AS (" \
+" SELECT m.id FROM journey.messages m" \
+"  WHERE m.id IN (SELECT id FROM pick) AND m.status OPERATOR(pg_catalog.=) 'queued'" \
+"  FOR UPDATE OF m SKIP LOCKED)" \
 " UPDATE journey.messages m" \
 "    SET status = 'sending', attempts = m.attempts + 1," \
 "        claimed_by = $2," \
-"        lease_expires_at = now() +" \
-"          ($3 * interval '1 millisecond')" \
-"   FROM due WHERE m.id = due.id" \
+"        lease_expires_at = pg_catalog.now() OPERATOR(pg_catalog.+)" \
+"          ($3 OPERATOR(pg_catalog.*) interval '1 millisecond')" \
+"   FROM pick WHERE m.id OPERATOR(pg_catalog.=) pick.id AND m.id IN (SELECT id FROM locked)" \
 " RETURNING m.id, m.attempts, m.business_id::text, m.customer_id::text," \
 "   m.enrollment_id::text, m.sequence_id::text, m.step_index::text, m.channel," \
-"   m.message_purpose, m.to_address, m.subject, m.body, due.kind, due.endpoint," \
-"   due.from_address, due.credentials, due.settings::text," \
+"   m.message_purpose, m.to_address, m.subject, m.body, pick.kind, pick.endpoint," \
+"   pick.from_address, pick.credentials, pick.settings::text," \
 "   CASE WHEN m.channel OPERATOR(pg_catalog.=) 'email'" \
-"     THEN journey.unsubscribe_link(m.business_id, m.channel, m.to_address) END"
+"     THEN journey.unsubscribe_link(m.business_id, m.channel, m.to_address) END," \
+"   pick.provider_id::text"
 
-static const char *claim_sql = CLAIM_SQL("");
+/* The batch claim leaves the messages on probation ($4) to their own lane. */
+static const char *claim_sql =
+CLAIM_SQL(" AND m.id OPERATOR(pg_catalog.<>) ALL ($4)");
 
 /* The same, among the messages $4 only (those taken back after a crash). */
 static const char *claim_ids_sql =
@@ -136,7 +185,8 @@ typedef enum ClaimColumn
 	CLAIM_CREDENTIALS,
 	CLAIM_SETTINGS,
 	CLAIM_UNSUBSCRIBE_URL,
-	CLAIM_NCOLUMNS = CLAIM_UNSUBSCRIBE_URL
+	CLAIM_PROVIDER_ID,
+	CLAIM_NCOLUMNS = CLAIM_PROVIDER_ID
 } ClaimColumn;
 
 
@@ -146,25 +196,59 @@ typedef enum ClaimColumn
  * whose attempts are used up fails instead: it may be what killed a sender.
  */
 #define RECLAIM_SET \
-" SET status = CASE WHEN attempts >= $2 THEN 'failed' ELSE 'queued' END," \
-"     last_error = CASE WHEN attempts >= $2" \
-"       THEN 'sender stopped during the last allowed attempt (' || attempts || ' attempts); the provider may have received it'" \
+" SET status = CASE WHEN attempts OPERATOR(pg_catalog.>=) $2 THEN 'failed' ELSE 'queued' END," \
+"     last_error = CASE WHEN attempts OPERATOR(pg_catalog.>=) $2" \
+"       THEN 'sender stopped during the last allowed attempt (' OPERATOR(pg_catalog.||) CAST(attempts AS pg_catalog.text) OPERATOR(pg_catalog.||) ' attempts); the provider may have received it'" \
 "       ELSE COALESCE(last_error, 'sender stopped during delivery; sent again') END," \
 "     lease_expires_at = NULL, claimed_by = NULL"
 
+/* Rows someone holds locked are left for the next pass: never wait. */
+/*
+ * The same for this server's dead sender ($1), which claimed in two lanes:
+ * batches ($1) and the probation lane ($1 || '/probation', see
+ * claim_and_send).  When a probation message was in flight the crash is
+ * blamed on it: the batch messages get their attempt back and go back to
+ * the queue as any other.  Otherwise every message in flight is a suspect.
+ * Returns how many were put back and the suspects to put on probation.
+ */
 static const char *reclaim_own_sql =
-"WITH r AS (UPDATE journey.messages" RECLAIM_SET
-" WHERE status = 'sending' AND claimed_by = $1"
+"WITH held AS (SELECT id, claimed_by FROM journey.messages"
+"   WHERE status OPERATOR(pg_catalog.=) 'sending'"
+"     AND (claimed_by OPERATOR(pg_catalog.=) $1"
+"          OR claimed_by OPERATOR(pg_catalog.=) ($1 OPERATOR(pg_catalog.||) '/probation'))"
+"   FOR UPDATE SKIP LOCKED),"
+" blame AS (SELECT h.id, (h.claimed_by OPERATOR(pg_catalog.<>) $1"
+"     OR NOT EXISTS (SELECT 1 FROM held p WHERE p.claimed_by OPERATOR(pg_catalog.<>) $1)) AS suspect"
+"   FROM held h),"
+" refund AS (UPDATE journey.messages m"
+"    SET attempts = m.attempts OPERATOR(pg_catalog.-) 1"
+"   FROM blame b WHERE m.id OPERATOR(pg_catalog.=) b.id AND NOT b.suspect"
+"   RETURNING m.id),"
+" r AS (UPDATE journey.messages" RECLAIM_SET
+" WHERE id IN (SELECT id FROM blame WHERE suspect)"
 " RETURNING id, status)"
-" SELECT count(*), array_agg(id) FILTER (WHERE status = 'queued') FROM r";
-/* Its columns: how many were put back, and the ids queued again. */
-#define RECLAIM_COUNT 1
-#define RECLAIM_QUEUED_IDS 2
+" SELECT (SELECT pg_catalog.count(*) FROM held),"
+"   (SELECT pg_catalog.array_agg(id) FILTER (WHERE status OPERATOR(pg_catalog.=) 'queued') FROM r),"
+"   (SELECT pg_catalog.count(*) FROM refund)";
+
+/* What refund left 'sending': a second statement sees its update. */
+static const char *requeue_refunded_sql =
+"UPDATE journey.messages" RECLAIM_SET
+" WHERE id IN (SELECT id FROM journey.messages"
+"   WHERE status OPERATOR(pg_catalog.=) 'sending' AND claimed_by OPERATOR(pg_catalog.=) $1"
+"   FOR UPDATE SKIP LOCKED)";
 
 static const char *reclaim_expired_sql =
 "UPDATE journey.messages" RECLAIM_SET
-" WHERE status = 'sending'"
-"   AND lease_expires_at < now()";
+" WHERE id IN (SELECT id FROM journey.messages"
+"   WHERE status OPERATOR(pg_catalog.=) 'sending'"
+"     AND lease_expires_at OPERATOR(pg_catalog.<) pg_catalog.now()"
+"   FOR UPDATE SKIP LOCKED)";
+/* Its columns: how many were put back, the ids to put on probation, and
+ * how many batch messages got their attempt back. */
+#define RECLAIM_COUNT 1
+#define RECLAIM_QUEUED_IDS 2
+#define RECLAIM_REFUNDED 3
 
 static const char *next_due_sql =
 "SELECT LEAST("
@@ -183,11 +267,23 @@ static const char *no_provider_sql =
 "        AND (p.business_id = m.business_id OR p.business_id IS NULL))"
 "  LIMIT 100000) s";
 
+/*
+ * Writes results to the messages this sender still holds and no one else
+ * has locked (SKIP LOCKED: an application's transaction on a message never
+ * stalls the sender); returns the ids it had to skip, whose results are
+ * kept and written at a later pass.  A sent review request is recorded in
+ * review_request_marks, applied to its customer by apply_marks_sql.
+ */
 static const char *result_sql =
 "WITH r AS ("
 " SELECT * FROM ROWS FROM (unnest($1::bigint[]), unnest($2::text[]),"
 "   unnest($3::text[]), unnest($4::text[]), unnest($5::bigint[]))"
 "   AS r(id, status, err, pmid, delay_ms)),"
+" mine AS ("
+" SELECT m.id FROM journey.messages m"
+"  WHERE m.id OPERATOR(pg_catalog.=) ANY ($1) AND m.status OPERATOR(pg_catalog.=) 'sending'"
+"    AND pg_catalog.split_part(m.claimed_by, '/', 1) OPERATOR(pg_catalog.=) $6"
+"  FOR UPDATE OF m SKIP LOCKED),"
 " upd AS ("
 " UPDATE journey.messages m"
 "    SET status = r.status,"
@@ -199,16 +295,48 @@ static const char *result_sql =
 "          ELSE m.send_after END,"
 "        lease_expires_at = NULL, claimed_by = NULL"
 "   FROM r"
-"  WHERE m.id = r.id AND m.status = 'sending'"
-"    AND m.claimed_by = $6"
-" RETURNING m.business_id, m.customer_id, m.status, m.message_purpose, m.sent_at)"
-" UPDATE journey.customers c SET last_review_request_at = u.sent_at"
-"   FROM upd u"
-"  WHERE u.status = 'sent'"
-"    AND u.message_purpose = 'review_request'"
-"    AND c.id = u.customer_id"
-"    AND c.business_id = u.business_id";
+"  WHERE m.id OPERATOR(pg_catalog.=) r.id AND m.id IN (SELECT id FROM mine)"
+" RETURNING m.id, m.business_id, m.customer_id, m.status, m.message_purpose, m.sent_at),"
+" marks AS ("
+" INSERT INTO journey.review_request_marks (message_id, business_id, customer_id, sent_at)"
+" SELECT u.id, u.business_id, u.customer_id, u.sent_at FROM upd u"
+"  WHERE u.status OPERATOR(pg_catalog.=) 'sent'"
+"    AND u.message_purpose OPERATOR(pg_catalog.=) 'review_request'"
+"    AND u.customer_id IS NOT NULL"
+" ON CONFLICT DO NOTHING)"
+" SELECT r.id FROM r"
+"  WHERE r.id NOT IN (SELECT id FROM upd)"
+"    AND EXISTS (SELECT 1 FROM journey.messages m"
+"      WHERE m.id OPERATOR(pg_catalog.=) r.id AND m.status OPERATOR(pg_catalog.=) 'sending'"
+"        AND pg_catalog.split_part(m.claimed_by, '/', 1) OPERATOR(pg_catalog.=) $6)";
 
+/*
+ * Sets last_review_request_at from the recorded sends, on customer rows no
+ * one holds locked; the others keep their marks for a later pass.  Marks
+ * of customers since deleted go too.  Returns how many marks are left.
+ */
+static const char *apply_marks_sql =
+"WITH k AS ("
+" SELECT customer_id, business_id, pg_catalog.max(sent_at) AS sent_at"
+"   FROM journey.review_request_marks GROUP BY customer_id, business_id),"
+" c AS ("
+" SELECT c.id, k.sent_at FROM journey.customers c JOIN k"
+"     ON c.id OPERATOR(pg_catalog.=) k.customer_id AND c.business_id OPERATOR(pg_catalog.=) k.business_id"
+"  FOR UPDATE OF c SKIP LOCKED),"
+" u AS ("
+" UPDATE journey.customers t"
+"    SET last_review_request_at = GREATEST(t.last_review_request_at, c.sent_at)"
+"   FROM c WHERE t.id OPERATOR(pg_catalog.=) c.id"
+" RETURNING t.id, c.sent_at),"
+" d AS ("
+" DELETE FROM journey.review_request_marks m"
+"  WHERE EXISTS (SELECT 1 FROM u WHERE u.id OPERATOR(pg_catalog.=) m.customer_id"
+"                  AND m.sent_at OPERATOR(pg_catalog.<=) u.sent_at)"
+"     OR NOT EXISTS (SELECT 1 FROM journey.customers x"
+"                  WHERE x.id OPERATOR(pg_catalog.=) m.customer_id)"
+" RETURNING 1)"
+" SELECT (SELECT pg_catalog.count(*) FROM journey.review_request_marks)"
+"   OPERATOR(pg_catalog.-) (SELECT pg_catalog.count(*) FROM d)";
 /*
  * Before a claim: among the messages it is about to take, cancels those
  * whose address was suppressed or whose customer was deleted since they
@@ -241,7 +369,8 @@ static const char *installation_sql =
 static void
 prepare_plans(void)
 {
-	Oid			claim_types[4] = {INT4OID, TEXTOID, INT4OID, INT8ARRAYOID};
+	Oid			claim_types[7] = {INT4OID, TEXTOID, INT4OID, INT8ARRAYOID,
+	TEXTARRAYOID, INT4ARRAYOID, INT4OID};
 	Oid			reclaim_types[2] = {TEXTOID, INT4OID};
 	Oid			result_types[6] = {INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
 	TEXTARRAYOID, INT8ARRAYOID, TEXTOID};
@@ -249,12 +378,14 @@ prepare_plans(void)
 	/* The last one prepared says they all are. */
 	if (result_plan != NULL)
 		return;
-	journey_keep_plan(&claim_plan, claim_sql, 3, claim_types);
-	journey_keep_plan(&claim_ids_plan, claim_ids_sql, 4, claim_types);
+	journey_keep_plan(&claim_plan, claim_sql, 7, claim_types);
+	journey_keep_plan(&claim_ids_plan, claim_ids_sql, 7, claim_types);
 	journey_keep_plan(&reclaim_own_plan, reclaim_own_sql, 2, reclaim_types);
 	journey_keep_plan(&reclaim_expired_plan, reclaim_expired_sql, 2, reclaim_types);
+	journey_keep_plan(&requeue_refunded_plan, requeue_refunded_sql, 2, reclaim_types);
 	journey_keep_plan(&next_due_plan, next_due_sql, 0, NULL);
 	journey_keep_plan(&no_provider_plan, no_provider_sql, 0, NULL);
+	journey_keep_plan(&apply_marks_plan, apply_marks_sql, 0, NULL);
 	journey_keep_plan(&result_plan, result_sql, 6, result_types);
 	journey_keep_plan(&cancel_unsendable_plan, cancel_unsendable_sql, 1, claim_types);
 	journey_keep_plan(&installation_plan, installation_sql, 0, NULL);
@@ -273,7 +404,7 @@ static bool
 begin_work(const char *activity)
 {
 	Oid			nsp;
-	const char *tables[3] = {"messages", "providers", "customers"};
+	const char *tables[4] = {"messages", "providers", "customers", "review_request_marks"};
 	int			i;
 
 	SetCurrentStatementStartTimestamp();
@@ -329,11 +460,32 @@ backoff_ms(int attempts)
 	return d / 2 + (int64) pg_prng_uint64_range(&pg_global_prng_state, 0, d - d / 2);
 }
 
+/*
+ * Results are written in batches: at once when a claim is due (the same
+ * commit covers both) or nothing else is in flight, otherwise once the
+ * oldest has waited RESULTS_GATHER_MS.  Writing each as it came would cost
+ * one durable commit per message while a provider is at its cap.
+ */
+#define RESULTS_GATHER_MS 20
+static TimestampTz results_first_at = 0;
+static bool room_to_claim(void);
+
+static bool
+results_due(void)
+{
+	return (need_claim && room_to_claim()) ||
+		journey_transport_in_flight() == 0 ||
+		n_results >= journey_max_concurrency_per_provider ||
+		GetCurrentTimestamp() >= TimestampTzPlusMilliseconds(results_first_at, RESULTS_GATHER_MS);
+}
+
 static void
 add_result(JourneyResult *r)
 {
 	MemoryContext old = MemoryContextSwitchTo(results_cxt);
 
+	if (n_results == 0)
+		results_first_at = GetCurrentTimestamp();
 	if (n_results == max_results)
 	{
 		max_results = Max(64, max_results * 2);
@@ -346,6 +498,48 @@ add_result(JourneyResult *r)
 		r->provider_message_id ? pstrdup(r->provider_message_id) : NULL;
 	n_results++;
 	MemoryContextSwitchTo(old);
+}
+
+static ProviderLoad *
+provider_load(const char *provider_id)
+{
+	for (int i = 0; i < n_loads; i++)
+		if (strcmp(loads[i].provider_id, provider_id) == 0)
+			return &loads[i];
+	if (n_loads == max_loads)
+	{
+		max_loads = Max(16, max_loads * 2);
+		loads = loads == NULL
+			? MemoryContextAlloc(TopMemoryContext, sizeof(ProviderLoad) * max_loads)
+			: repalloc(loads, sizeof(ProviderLoad) * max_loads);
+	}
+	strlcpy(loads[n_loads].provider_id, provider_id, sizeof(loads[n_loads].provider_id));
+	loads[n_loads].in_flight = 0;
+	return &loads[n_loads++];
+}
+
+/* A request to a provider ends: its room grows, it may be claimed for. */
+static void
+provider_request_done(JourneyMessage *msg)
+{
+	ProviderLoad *l = provider_load(msg->provider_id);
+	int			i = l - loads;
+
+	if (msg->id == probation_in_flight)
+	{
+		probation_in_flight = 0;
+		need_claim = true;		/* the lane's next one */
+	}
+	/*
+	 * A provider that was full gets more once half its room is free, so
+	 * that it is claimed for in batches (one commit for many), not one
+	 * message per finished request.
+	 */
+	if (provider_capped &&
+		l->in_flight - 1 <= journey_max_concurrency_per_provider / 2)
+		need_claim = true;
+	if (--l->in_flight <= 0)
+		loads[i] = loads[--n_loads];	/* keep the list to busy providers */
 }
 
 /* Takes every finished request off the transport as a result to write. */
@@ -362,6 +556,7 @@ collect_results(void)
 
 		journey_request_classify(req, rc, status, &r);
 		add_result(&r);
+		provider_request_done(req->msg);
 		journey_transport_release(req);
 	}
 }
@@ -381,14 +576,60 @@ make_array(Datum *values, bool *nulls, int n, Oid elemtype)
 											  -1, false, TYPALIGN_INT));
 }
 
-/* Drops the results once the transaction that wrote them has committed. */
+/*
+ * Drops the results once the transaction that wrote them has committed,
+ * but those whose message someone else held locked: they are written at a
+ * later pass.
+ */
 static void
 forget_results(void)
 {
+	int			n_held = 0;
+	JourneyResult *held;
+
+	for (int i = 0; i < n_results; i++)
+		n_held += results[i].held ? 1 : 0;
+	held = n_held > 0 ? MemoryContextAlloc(loop_cxt, sizeof(JourneyResult) * n_held) : NULL;
+	n_held = 0;
+	for (int i = 0; i < n_results; i++)
+		if (results[i].held)
+		{
+			held[n_held] = results[i];
+			held[n_held].error = results[i].error ? MemoryContextStrdup(loop_cxt, results[i].error) : NULL;
+			held[n_held].provider_message_id = results[i].provider_message_id ?
+				MemoryContextStrdup(loop_cxt, results[i].provider_message_id) : NULL;
+			n_held++;
+		}
 	n_results = 0;
 	max_results = 0;
 	results = NULL;
 	MemoryContextReset(results_cxt);
+	for (int i = 0; i < n_held; i++)
+	{
+		held[i].held = false;
+		add_result(&held[i]);
+	}
+	if (n_held > 0)
+		next_due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 200);
+}
+
+/*
+ * Applies recorded review requests to the customers no one holds locked;
+ * with some left, looks again in a second.
+ */
+static void
+apply_review_marks(void)
+{
+	bool		isnull;
+	int64		left;
+
+	if (SPI_execute_plan(apply_marks_plan, NULL, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "journey sender could not apply review request times");
+	left = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (left > 0)
+		marks_retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000);
+	else
+		marks_retry_at = 0;
 }
 
 /*
@@ -410,6 +651,7 @@ write_results(bool keep_open)
 	bool	   *pmid_nulls = palloc(sizeof(bool) * n_results);
 	Datum	   *delays = palloc(sizeof(Datum) * n_results);
 	bool	   *no_nulls = palloc0(sizeof(bool) * n_results);
+	const char **status_of = palloc0(sizeof(char *) * n_results);
 	Datum		args[6];
 	int			i;
 	int64		n_sent = 0,
@@ -454,12 +696,7 @@ write_results(bool keep_open)
 		}
 		else
 			status = r->outcome == JOURNEY_SENT ? "sent" : "failed";
-		if (status[0] == 's')
-			n_sent++;
-		else if (status[0] == 'f')
-			n_failed++;
-		else
-			n_retried++;
+		status_of[i] = status;
 		ids[n] = Int64GetDatum(r->id);
 		statuses[n] = CStringGetTextDatum(status);
 		err_nulls[n] = err == NULL;
@@ -476,14 +713,40 @@ write_results(bool keep_open)
 	args[4] = make_array(delays, no_nulls, n, INT8OID);
 	args[5] = CStringGetTextDatum(claim_token);
 
-	if (n > 0 && SPI_execute_plan(result_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "journey sender could not write results");
+	if (n > 0)
+	{
+		if (SPI_execute_plan(result_plan, args, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "journey sender could not write results");
+		for (uint64 k = 0; k < SPI_processed; k++)
+		{
+			bool		isnull;
+			int64		held_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[k],
+															  SPI_tuptable->tupdesc, 1, &isnull));
+
+			for (i = 0; i < n_results; i++)
+				if (results[i].id == held_id && results[i].relid == messages_relid)
+					results[i].held = true;
+		}
+		apply_review_marks();
+	}
+	/* A held result counts when it is written. */
+	for (i = 0; i < n_results; i++)
+	{
+		if (status_of[i] == NULL || results[i].held)
+			continue;
+		if (status_of[i][0] == 's')
+			n_sent++;
+		else if (status_of[i][0] == 'f')
+			n_failed++;
+		else
+			n_retried++;
+	}
 	journey_health_results(my_slot, journey_transport_in_flight(), n_sent, n_failed, n_retried);
 	/* Callbacks that overtook these results; refusals for good. */
 	if (n > 0)
 		journey_apply_early_deliveries(args[0]);
 	for (i = 0; i < n_results; i++)
-		if (results[i].suppress_reason && results[i].relid == messages_relid)
+		if (results[i].suppress_reason && !results[i].held && results[i].relid == messages_relid)
 			journey_suppress_message_address(results[i].id, results[i].suppress_reason);
 	if (keep_open)
 		return true;
@@ -517,6 +780,7 @@ message_from_tuple(HeapTuple tup, TupleDesc desc)
 	m->from_address = col_text(tup, desc, CLAIM_FROM_ADDRESS);
 	m->credentials = col_text(tup, desc, CLAIM_CREDENTIALS);
 	m->settings = col_text(tup, desc, CLAIM_SETTINGS);
+	m->provider_id = col_text(tup, desc, CLAIM_PROVIDER_ID);
 	m->idempotency_key = psprintf("%s-" INT64_FORMAT, installation_id, m->id);
 	m->unsubscribe_url = col_text(tup, desc, CLAIM_UNSUBSCRIBE_URL);
 	return m;
@@ -541,6 +805,59 @@ check_no_provider(void)
 						   col_text(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2)),
 				 errhint("Insert a row into journey.providers for the channel; the messages stay queued until then.")));
 	warned_no_provider = count > 0;
+}
+
+/* Copies the claimed rows out of SPI, each into its request's context. */
+static void
+keep_claimed(JourneyMessage ***msgs, uint64 *got)
+{
+	MemoryContext old = MemoryContextSwitchTo(loop_cxt);
+	uint64		n = SPI_processed;
+
+	if (n == 0)
+	{
+		MemoryContextSwitchTo(old);
+		return;
+	}
+	*msgs = *msgs == NULL ? palloc(sizeof(JourneyMessage *) * n)
+		: repalloc(*msgs, sizeof(JourneyMessage *) * (*got + n));
+	for (uint64 i = 0; i < n; i++)
+	{
+		MemoryContextSwitchTo(AllocSetContextCreate(requests_cxt, "journey request",
+													ALLOCSET_SMALL_SIZES));
+		(*msgs)[*got + i] = message_from_tuple(SPI_tuptable->vals[i], SPI_tuptable->tupdesc);
+	}
+	*got += n;
+	MemoryContextSwitchTo(old);
+}
+
+/* The claim's $5-$7: busy providers, their free room, any other's room. */
+static void
+provider_room_args(Datum *args)
+{
+	Datum	   *ids = palloc(sizeof(Datum) * Max(1, n_loads));
+	Datum	   *rooms = palloc(sizeof(Datum) * Max(1, n_loads));
+	bool	   *no_nulls = palloc0(sizeof(bool) * Max(1, n_loads));
+
+	for (int i = 0; i < n_loads; i++)
+	{
+		ids[i] = CStringGetTextDatum(loads[i].provider_id);
+		rooms[i] = Int32GetDatum(Max(0, journey_max_concurrency_per_provider - loads[i].in_flight));
+	}
+	args[0] = make_array(ids, no_nulls, n_loads, TEXTOID);
+	args[1] = PointerGetDatum(construct_array(rooms, n_loads, INT4OID, sizeof(int32), true,
+											  TYPALIGN_INT));
+	args[2] = Int32GetDatum(journey_max_concurrency_per_provider);
+}
+
+/* Whether a finished request should prompt a claim: some provider is full. */
+static void
+update_capped(void)
+{
+	provider_capped = false;
+	for (int i = 0; i < n_loads; i++)
+		if (loads[i].in_flight >= journey_max_concurrency_per_provider)
+			provider_capped = true;
 }
 
 /*
@@ -581,7 +898,7 @@ claim_and_send(bool in_xact)
 	int			want = Min(room, journey_batch_size);
 	TimestampTz now = GetCurrentTimestamp();
 	bool		poll = now >= next_poll;
-	Datum		args[4];
+	Datum		args[7];
 	JourneyMessage **msgs = NULL;
 	uint64		got = 0;
 	uint64		i;
@@ -606,33 +923,40 @@ claim_and_send(bool in_xact)
 	if (reclaim_own)
 	{
 		bool		isnull;
+		bool		ids_null;
 		int64		n;
+		int64		refunded;
 		Datum		ids;
 
 		if (SPI_execute_plan(reclaim_own_plan, args, NULL, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "journey sender could not reclaim its messages");
 		n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
 										RECLAIM_COUNT, &isnull));
+		refunded = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+											   RECLAIM_REFUNDED, &isnull));
 		ids = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
-							RECLAIM_QUEUED_IDS, &isnull);
-
+							RECLAIM_QUEUED_IDS, &ids_null);
 		/*
-		 * One of them may be what killed the last sender.  Send them first
-		 * and one at a time, so that a crash counts an attempt against that
-		 * message alone and it fails by itself instead of taking a whole
-		 * batch with it.
+		 * One of them may be what killed the last sender.  Send them one
+		 * at a time in a lane of their own, so that a crash counts an
+		 * attempt against that message alone and it fails by itself
+		 * instead of taking a whole batch with it.
 		 */
-		if (!isnull)
+		if (!ids_null)
 		{
 			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
 
 			probation = datumCopy(ids, false, -1);
 			MemoryContextSwitchTo(old);
 		}
+		if (refunded > 0 &&
+			SPI_execute_plan(requeue_refunded_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "journey sender could not reclaim its messages");
+
 		if (n > 0)
 			ereport(LOG,
 					(errmsg("journey sender put back " INT64_FORMAT " message(s) an earlier sender left unfinished", n),
-					 errdetail("They are sent again first, one at a time.")));
+					 errdetail("The ones that may have stopped it are sent again one at a time, beside the rest.")));
 		reclaim_own = false;
 	}
 	if (SPI_execute_plan(reclaim_expired_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
@@ -657,70 +981,84 @@ claim_and_send(bool in_xact)
 		due = isnull ? 0 : DatumGetTimestampTz(d);
 	}
 
+	if (marks_retry_at != 0 && now >= marks_retry_at)
+		apply_review_marks();
+
 	args[0] = Int32GetDatum(want);
 	if (SPI_execute_plan(cancel_unsendable_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "journey sender could not cancel unsendable messages");
 	read_installation_id();
 
+	/*
+	 * Messages taken back after a crash have a lane of their own, one in
+	 * flight at a time (a crash then counts an attempt against that
+	 * message alone, so one that kills the sender fails by itself), beside
+	 * the batches of everything else, which never wait for them.
+	 */
 	args[0] = Int32GetDatum(want);
 	args[1] = CStringGetTextDatum(claim_token);
 	args[2] = Int32GetDatum(journey_lease_ms);
-	if (probation != (Datum) 0)
+	args[3] = probation != (Datum) 0 ? probation : empty_ids;
+	provider_room_args(&args[4]);
+	if (probation != (Datum) 0 && probation_in_flight == 0 && want > 0)
 	{
 		args[0] = Int32GetDatum(1);
-		args[3] = probation;
+		args[1] = CStringGetTextDatum(probation_token);
 		if (SPI_execute_plan(claim_ids_plan, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "journey sender could not claim messages");
 		if (SPI_processed == 0)
 		{
-			/* All of them done: back to batches. */
+			/* All of them done (or not due yet): they join the batches. */
 			pfree(DatumGetPointer(probation));
 			probation = (Datum) 0;
-			need_claim = true;
+			args[3] = empty_ids;
 		}
-		want = 1;
-	}
-	else if (SPI_execute_plan(claim_plan, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
-		elog(ERROR, "journey sender could not claim messages");
-	got = SPI_processed;
-	if ((int) got == want)
-		need_claim = true;		/* there may be more */
-	else
-		next_due = due;
-	if (got > 0)
-	{
-		MemoryContext old = MemoryContextSwitchTo(loop_cxt);
-
-		msgs = palloc(sizeof(JourneyMessage *) * got);
-		for (i = 0; i < got; i++)
+		else
 		{
-			/* Each message lives in its request's context until released. */
-			MemoryContextSwitchTo(AllocSetContextCreate(requests_cxt, "journey request",
-														ALLOCSET_SMALL_SIZES));
-			msgs[i] = message_from_tuple(SPI_tuptable->vals[i], SPI_tuptable->tupdesc);
+			keep_claimed(&msgs, &got);
+			probation_in_flight = msgs[0]->id;
+			want--;
 		}
-		MemoryContextSwitchTo(old);
+		args[1] = CStringGetTextDatum(claim_token);
+	}
+	if (want > 0)
+	{
+		args[0] = Int32GetDatum(want);
+		if (SPI_execute_plan(claim_plan, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+			elog(ERROR, "journey sender could not claim messages");
+		if ((int) SPI_processed == want)
+			need_claim = true;	/* there may be more */
+		else
+			next_due = due;
+		keep_claimed(&msgs, &got);
 	}
 	end_work();
+	/* The results written in this transaction are durable now. */
+	if (in_xact)
+		forget_results();
 
 	/* Committed: now, and only now, the network. */
 	for (i = 0; i < got; i++)
 	{
 		char	   *error = NULL;
 		MemoryContext cxt = GetMemoryChunkContext(msgs[i]);
-		JourneyRequest *req = journey_request_build(msgs[i], cxt, &error);
+		JourneyRequest *req;
 
+		provider_load(msgs[i]->provider_id)->in_flight++;
+		req = journey_request_build(msgs[i], cxt, &error);
 		if (req == NULL)
 		{
 			JourneyResult r = {msgs[i]->relid, msgs[i]->id, msgs[i]->attempts,
 			JOURNEY_FAILED, error, NULL, -1};
 
 			add_result(&r);
+			provider_request_done(msgs[i]);
 			MemoryContextDelete(cxt);
 			continue;
 		}
 		journey_transport_start(req);
 	}
+	update_capped();
 	if (got > 0)
 		journey_health_claimed(my_slot, journey_transport_in_flight());
 }
@@ -734,8 +1072,8 @@ room_to_claim(void)
 {
 	int			n = journey_transport_in_flight();
 
-	if (probation != (Datum) 0)
-		return n == 0;
+	if (probation != (Datum) 0 && probation_in_flight == 0 && n < journey_max_concurrency)
+		return true;
 	return n == 0 || journey_max_concurrency - n >= Max(1, journey_max_concurrency / 2);
 }
 
@@ -755,8 +1093,10 @@ wait_timeout(void)
 		t = Min(t, curl_t);
 	if (next_due != 0 && room)
 		t = Min(t, next_due > now ? (long) ((next_due - now) / 1000) + 1 : 0);
+	if (marks_retry_at != 0)
+		t = Min(t, marks_retry_at > now ? (long) ((marks_retry_at - now) / 1000) + 1 : 0);
 	if (n_results > 0)
-		t = Min(t, 100);
+		t = Min(t, RESULTS_GATHER_MS);
 	if (executor_t >= 0)
 		t = Min(t, executor_t);
 	return t;
@@ -795,6 +1135,7 @@ journey_sender_main(Datum main_arg)
 	journey_health_started(my_slot);
 
 	snprintf(claim_token, sizeof(claim_token), UINT64_FORMAT, GetSystemIdentifier());
+	snprintf(probation_token, sizeof(probation_token), "%s/probation", claim_token);
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "journey sender loop",
 									 ALLOCSET_DEFAULT_SIZES);
 	results_cxt = AllocSetContextCreate(TopMemoryContext, "journey sender results",
@@ -802,6 +1143,12 @@ journey_sender_main(Datum main_arg)
 	requests_cxt = AllocSetContextCreate(TopMemoryContext, "journey sender requests",
 										 ALLOCSET_DEFAULT_SIZES);
 	journey_transport_init();
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		empty_ids = PointerGetDatum(construct_empty_array(INT8OID));
+		MemoryContextSwitchTo(old);
+	}
 	journey_worker_executor_init(my_slot);
 
 	wes = CreateWaitEventSet(TopMemoryContext, 3);
@@ -853,7 +1200,8 @@ journey_sender_main(Datum main_arg)
 		journey_transport_drive();
 		collect_results();
 		if (GetCurrentTimestamp() >= next_poll ||
-			(next_due != 0 && GetCurrentTimestamp() >= next_due))
+			(next_due != 0 && GetCurrentTimestamp() >= next_due) ||
+			(marks_retry_at != 0 && GetCurrentTimestamp() >= marks_retry_at))
 		{
 			need_claim = true;
 			next_due = 0;
@@ -861,17 +1209,15 @@ journey_sender_main(Datum main_arg)
 
 		PG_TRY();
 		{
-			if (n_results > 0)
+			if (n_results > 0 && results_due())
 			{
 				bool		claim = need_claim && room_to_claim();
 
+				/* The claim commits the results too, then forgets them. */
 				if (write_results(claim))
-				{
 					claim_and_send(true);
-					forget_results();
-				}
 			}
-			else if (need_claim && room_to_claim())
+			else if (n_results == 0 && need_claim && room_to_claim())
 				claim_and_send(false);
 		}
 		PG_CATCH();

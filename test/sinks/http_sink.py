@@ -17,6 +17,11 @@ path chooses the answer:
   /hang                     never answers (the client times out)
   /drop                     closes the connection without an answer
   /slow/<ms>                200 after <ms> milliseconds
+  /invalid_utf8             500 with invalid UTF-8 bytes and control chars
+  /long_id                  200 {"id": <5,000 characters>}
+  /echo_auth                500 echoing the Authorization header raw, URL-
+                            encoded and JSON-escaped (a server that quotes
+                            the request back)
   /twilio_error/<code>      400 {"code": <code>, ...}, as Twilio refuses a send
 """
 import json
@@ -44,6 +49,13 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         for k, v in (extra or {}).items():
             self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def raw(self, code, data):
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
 
@@ -86,6 +98,14 @@ class Handler(BaseHTTPRequestHandler):
         elif parts[0] == "drop":
             self.close_connection = True
             self.connection.shutdown(2)
+        elif parts[0] == "invalid_utf8":
+            self.raw(500, b'{"message": "bad \xff\xfe bytes \xc3\x28 and \x1b[31m\r\nX-Evil: 1"}')
+        elif parts[0] == "long_id":
+            self.raw(200, b'{"id": "' + "\u00e9".encode() * 10 + b"x" * 5000 + b'"}')
+        elif parts[0] == "echo_auth":
+            auth = self.headers.get("Authorization", "")
+            self.answer(500, {"message": "you sent " + auth + " / " +
+                              urllib.parse.quote(auth, safe="") + " / " + json.dumps(auth)})
         elif parts[0] == "slow":
             time.sleep(int(parts[1]) / 1000.0)
             self.answer(200, {"id": "wh-" + key})

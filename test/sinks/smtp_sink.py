@@ -7,7 +7,10 @@ Prints the port once listening.  Speaks EHLO/HELO, AUTH PLAIN and LOGIN,
 MAIL FROM, RCPT TO, DATA, RSET, NOOP and QUIT.  Each accepted message is
 appended to LOGFILE as a JSON line {t, auth, mail_from, rcpt, data}.  The
 recipient's local part scripts failures: "temp..." gets 451 at RCPT,
-"perm..." gets 550 at RCPT.
+"perm..." gets 550 at RCPT.  Every line a client sends, commands and
+message data alike, is appended raw to LOGFILE.raw (one JSON string per
+line), so a test sees exactly what went over the wire.  It never offers
+STARTTLS (and answers 502 to it): a server without TLS.
 """
 import base64
 import json
@@ -18,11 +21,19 @@ import time
 
 log_lock = threading.Lock()
 logfile = open(sys.argv[1], "a", buffering=1)
+rawlog = open(sys.argv[1] + ".raw", "a", buffering=1)
 
 
 class Handler(socketserver.StreamRequestHandler):
     def send(self, line):
         self.wfile.write((line + "\r\n").encode())
+
+    def readline(self):
+        raw = self.rfile.readline()
+        if raw:
+            with log_lock:
+                rawlog.write(json.dumps(raw.decode("latin-1")) + "\n")
+        return raw
 
     def handle(self):
         self.send("220 127.0.0.1 journey test sink")
@@ -30,7 +41,7 @@ class Handler(socketserver.StreamRequestHandler):
         mail_from = None
         rcpt = []
         while True:
-            raw = self.rfile.readline()
+            raw = self.readline()
             if not raw:
                 return
             line = raw.decode("utf-8", "replace").rstrip("\r\n")
@@ -46,13 +57,13 @@ class Handler(socketserver.StreamRequestHandler):
                         token = parts[2]
                     else:
                         self.send("334 ")
-                        token = self.rfile.readline().decode().strip()
+                        token = self.readline().decode().strip()
                     _, user, pw = base64.b64decode(token).decode().split("\0")
                 else:
                     self.send("334 VXNlcm5hbWU6")
-                    user = base64.b64decode(self.rfile.readline().strip()).decode()
+                    user = base64.b64decode(self.readline().strip()).decode()
                     self.send("334 UGFzc3dvcmQ6")
-                    pw = base64.b64decode(self.rfile.readline().strip()).decode()
+                    pw = base64.b64decode(self.readline().strip()).decode()
                 auth = user + ":" + pw
                 if pw == "wrong":
                     self.send("535 5.7.8 authentication failed")
@@ -76,7 +87,7 @@ class Handler(socketserver.StreamRequestHandler):
                 self.send("354 end with <CRLF>.<CRLF>")
                 data = []
                 while True:
-                    l = self.rfile.readline()
+                    l = self.readline()
                     if not l or l == b".\r\n":
                         break
                     if l.startswith(b".."):

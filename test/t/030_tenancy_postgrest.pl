@@ -153,9 +153,9 @@ refused('authenticator itself (no SET ROLE) reaches journey', '42501', 'authenti
 	'SELECT count(*) FROM journey.customers;');
 refused('jwt calls ingest_event for another business', '42501', 'jwt:user-alice',
 	qq{SELECT journey.ingest_event('$business_b', 'invoice_paid', '{"id": "$customer_b"}');});
-refused('jwt calls stop_enrollment for another business', '42501', 'jwt:user-alice',
+refused('jwt calls stop_enrollment for another business (answered as a missing id)', '22023', 'jwt:user-alice',
 	"SELECT journey.stop_enrollment('$enrollment_b', 'x');");
-refused('jwt calls enroll_customer for another business', '42501', 'jwt:user-alice',
+refused('jwt calls enroll_customer for another business (answered as a missing id)', '22023', 'jwt:user-alice',
 	"SELECT journey.enroll_customer('$sequence_b', '$customer_b');");
 refused('jwt calls create_sequence for another business', '42501', 'jwt:user-alice',
 	qq{SELECT journey.create_sequence('$business_b', '{"name": "x", "steps": [{"kind": "wait", "wait_ms": 0}]}');});
@@ -214,9 +214,9 @@ refused('direct login inserts into another business', '42501', 'mallory',
 refused('direct login adds itself to another business', '42501', 'mallory',
 	"INSERT INTO journey.business_members VALUES ('$business_b', 'mallory');");
 refused('direct login reads providers', '42501', 'mallory', 'SELECT * FROM journey.providers;');
-refused('direct login calls stop_enrollment on another business\'s enrollment', '42501', 'mallory',
+refused('direct login calls stop_enrollment on another business\'s enrollment (answered as a missing id)', '22023', 'mallory',
 	"SELECT journey.stop_enrollment('$enrollment_b', 'mine now');");
-refused('direct login calls enroll_customer in another business', '42501', 'mallory',
+refused('direct login calls enroll_customer in another business (answered as a missing id)', '22023', 'mallory',
 	"SELECT journey.enroll_customer('$sequence_b', '$customer_b');");
 refused('direct login calls ingest_event for another business', '42501', 'mallory',
 	qq{SELECT journey.ingest_event('$business_b', 'invoice_paid', '{"external_id": "m-1", "full_name": "Mal"}');});
