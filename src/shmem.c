@@ -94,36 +94,77 @@ journey_sender_attach(int slot)
 /* ---------- waking the sender at commit (any backend) ---------- */
 
 static bool wake_callback_registered = false;
-static bool wake_pending = false;
+static bool wake_pending = false;	/* this transaction queued messages */
+static bool due_pending = false;	/* it made enrollments due */
 
+/*
+ * One commit callback for both wake-ups of a database's sender: messages to
+ * send, and enrollments for the executor it runs (worker_executor.c), which
+ * it learns from enrollments_due in its slot.  A rolled-back transaction
+ * wakes nothing.
+ */
 static void
 wake_xact_callback(XactEvent event, void *arg)
 {
+	bool		wake_sender;
+	bool		wake_executor;
 	int			i;
 
-	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
 	{
-		if (!wake_pending || journey_sender_shmem == NULL)
-		{
-			wake_pending = false;
-			return;
-		}
-		wake_pending = false;
-		for (i = 0; i < JOURNEY_MAX_SENDERS; i++)
-		{
-			JourneySenderSlot *s = &journey_sender_shmem->slots[i];
+		wake_pending = due_pending = false;
+		return;
+	}
+	if (event == XACT_EVENT_PREPARE)
+	{
+		/* COMMIT PREPARED is left to the executor's poll. */
+		due_pending = false;
+		return;
+	}
+	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_PARALLEL_COMMIT)
+		return;
+	wake_sender = wake_pending;
+	wake_executor = due_pending;
+	wake_pending = due_pending = false;
+	if ((!wake_sender && !wake_executor) || journey_sender_shmem == NULL)
+		return;
+	for (i = 0; i < JOURNEY_MAX_SENDERS; i++)
+	{
+		JourneySenderSlot *s = &journey_sender_shmem->slots[i];
+		Latch	   *latch = NULL;
 
-			/* A stale latch is harmless: SetLatch checks its owner. */
-			if (s->dboid == MyDatabaseId && s->latch != NULL)
+		SpinLockAcquire(&journey_sender_shmem->mutex);
+		if (s->dboid == MyDatabaseId)
+		{
+			if (wake_executor && s->pid != 0)
 			{
+				s->enrollments_due = true;
+				s->executor_wakeups++;
+				latch = s->latch;
+			}
+			if (wake_sender)
+				latch = s->latch;
+		}
+		SpinLockRelease(&journey_sender_shmem->mutex);
+		/* A stale latch is harmless: SetLatch checks its owner. */
+		if (latch != NULL)
+		{
+			if (wake_sender)
 				/* What a test waits for: the wake-up was sent, and when. */
 				elog(DEBUG1, "journey wakes the sender of this database at commit");
-				SetLatch(s->latch);
-			}
+			SetLatch(latch);
 		}
 	}
-	else if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
-		wake_pending = false;
+}
+
+static void
+register_wake_callback(void)
+{
+	if (!wake_callback_registered)
+	{
+		RegisterXactCallback(wake_xact_callback, NULL);
+		wake_callback_registered = true;
+	}
 }
 
 void
@@ -131,12 +172,18 @@ journey_sender_wake_at_commit(void)
 {
 	if (journey_sender_shmem == NULL || am_sender)
 		return;
-	if (!wake_callback_registered)
-	{
-		RegisterXactCallback(wake_xact_callback, NULL);
-		wake_callback_registered = true;
-	}
+	register_wake_callback();
 	wake_pending = true;
+}
+
+void
+journey_note_enrollment_due(void)
+{
+	/* The sender's own passes plan their next one themselves. */
+	if (journey_sender_shmem == NULL || am_sender)
+		return;
+	register_wake_callback();
+	due_pending = true;
 }
 
 /* Statement-level trigger on journey.messages: a plain INSERT wakes too. */

@@ -20,8 +20,8 @@
  * lock is waited on for long (lock_timeout), so an application's open
  * transaction cannot stall deliveries.
  *
- * A pass runs when a commit says enrollments became due (this file's
- * XactCallback sets a flag in the sender's slot and its latch; a rolled
+ * A pass runs when a commit says enrollments became due (shmem.c's
+ * commit callback sets a flag in the sender's slot and its latch; a rolled
  * back transaction sets nothing), at the earliest next_run_at of the
  * database (so quiet hours, rate limits and waits end on time), and at
  * least every journey.poll_interval_ms.
@@ -55,61 +55,6 @@ PG_FUNCTION_INFO_V1(journey_executor_status);
 /* First pause after a failed pass; it doubles up to the poll interval. */
 #define PASS_RETRY_MIN_MS 1000
 
-/* ---------- the wake-up at commit (any backend) ---------- */
-
-static bool due_callback_registered = false;
-static bool due_pending = false;
-static bool in_sender = false;
-
-static void
-due_xact_callback(XactEvent event, void *arg)
-{
-	int			i;
-
-	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_PARALLEL_COMMIT)
-	{
-		/* Aborted or prepared: COMMIT PREPARED is left to the poll. */
-		if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT ||
-			event == XACT_EVENT_PREPARE)
-			due_pending = false;
-		return;
-	}
-	if (!due_pending)
-		return;
-	due_pending = false;
-	for (i = 0; i < JOURNEY_MAX_SENDERS; i++)
-	{
-		JourneySenderSlot *s = &journey_sender_shmem->slots[i];
-		Latch	   *latch = NULL;
-
-		SpinLockAcquire(&journey_sender_shmem->mutex);
-		if (s->dboid == MyDatabaseId && s->pid != 0)
-		{
-			s->enrollments_due = true;
-			s->executor_wakeups++;
-			latch = s->latch;
-		}
-		SpinLockRelease(&journey_sender_shmem->mutex);
-		/* A stale latch is harmless: SetLatch checks its owner. */
-		if (latch != NULL)
-			SetLatch(latch);
-	}
-}
-
-void
-journey_note_enrollment_due(void)
-{
-	/* The sender's own passes plan their next one themselves. */
-	if (journey_sender_shmem == NULL || in_sender)
-		return;
-	if (!due_callback_registered)
-	{
-		RegisterXactCallback(due_xact_callback, NULL);
-		due_callback_registered = true;
-	}
-	due_pending = true;
-}
-
 /* ---------- the step the sender's loop takes ---------- */
 
 static int	my_slot = -1;
@@ -126,7 +71,6 @@ journey_worker_executor_init(int slot)
 	JourneySenderSlot *s = &journey_sender_shmem->slots[slot];
 
 	my_slot = slot;
-	in_sender = true;
 	/* A first pass at once: what became due while no sender ran. */
 	next_pass_at = 0;
 	was_enabled = journey_executor_in_worker;
