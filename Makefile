@@ -29,6 +29,7 @@ OBJS = \
 	src/transport.o \
 	src/shmem.o \
 	src/worker.o \
+	src/lanes.o \
 	src/backup.o \
 	src/health.o \
 	src/erasure.o \

@@ -106,6 +106,8 @@ typedef struct JourneyMessage
 	/* <installation id>-<id>: unique across databases and reinstalls */
 	char	   *idempotency_key;
 	char	   *unsubscribe_url;	/* List-Unsubscribe target, NULL when none */
+	TimestampTz claimed_at;		/* no later than its lease began */
+	TimestampTz started_at;		/* its request started; 0 before */
 } JourneyMessage;
 
 typedef enum JourneyOutcome
@@ -184,6 +186,14 @@ extern void journey_health_results(int slot, int in_flight, int64 sent,
 								   int64 failed, int64 retried);
 
 /* transport.c */
+extern void journey_lanes_add(JourneyMessage *msg, TimestampTz claimed_at);
+extern JourneyMessage *journey_lanes_next(bool *too_late);
+extern bool journey_lanes_done(JourneyMessage *msg);
+extern int	journey_lanes_held(void);
+extern int	journey_lanes_waiting(void);
+extern bool journey_lanes_some_full(void);
+extern void journey_lanes_room_args(Datum *args);
+
 extern void journey_transport_init(void);
 extern void journey_transport_configure(void);
 extern int	journey_transport_fd(void);

@@ -63,17 +63,9 @@ static TimestampTz marks_retry_at = 0;	/* review marks left on locked rows */
 static Datum probation = (Datum) 0;	/* bigint[] in TopMemoryContext */
 static Datum empty_ids = (Datum) 0;	/* an empty bigint[], likewise */
 
-/* Requests in flight per provider row (a few dozen providers at most). */
-typedef struct ProviderLoad
-{
-	char		provider_id[UUID_LEN * 2 + 5];
-	int			in_flight;
-} ProviderLoad;
-static ProviderLoad *loads = NULL;
-static int	n_loads = 0;
-static int	max_loads = 0;
-static bool provider_capped = false;	/* some provider is at its cap */
 static int64 probation_in_flight = 0;	/* the one message of that lane, 0 none */
+/* The last claim took some: the queue may hold more (see the main loop). */
+static bool claim_found_some = false;
 
 static MemoryContext loop_cxt;
 static MemoryContext results_cxt;
@@ -101,7 +93,7 @@ static char installation_id[64];	/* journey.installation's id, as of the claim *
  * index probe per business, so one business's backlog is never all there
  * is to see), businesses take turns (brn), and a provider gets no more
  * than its free room: $5/$6 list the providers with requests in flight
- * and their room, $7 is the room of any other.  Messages someone holds
+ * and their room (lanes.c), $7 is the room of any other.  Messages someone holds
  * locked are skipped, and so is a message whose address was suppressed
  * or whose customer was deleted since it was queued (cancel_unsendable_sql
  * cancels those among the oldest; the others wait for it, unsent).
@@ -475,7 +467,7 @@ results_due(void)
 {
 	return (need_claim && room_to_claim()) ||
 		journey_transport_in_flight() == 0 ||
-		n_results >= journey_max_concurrency_per_provider ||
+		n_results >= Max(journey_max_concurrency_per_provider, journey_max_concurrency / 2) ||
 		GetCurrentTimestamp() >= TimestampTzPlusMilliseconds(results_first_at, RESULTS_GATHER_MS);
 }
 
@@ -500,46 +492,58 @@ add_result(JourneyResult *r)
 	MemoryContextSwitchTo(old);
 }
 
-static ProviderLoad *
-provider_load(const char *provider_id)
-{
-	for (int i = 0; i < n_loads; i++)
-		if (strcmp(loads[i].provider_id, provider_id) == 0)
-			return &loads[i];
-	if (n_loads == max_loads)
-	{
-		max_loads = Max(16, max_loads * 2);
-		loads = loads == NULL
-			? MemoryContextAlloc(TopMemoryContext, sizeof(ProviderLoad) * max_loads)
-			: repalloc(loads, sizeof(ProviderLoad) * max_loads);
-	}
-	strlcpy(loads[n_loads].provider_id, provider_id, sizeof(loads[n_loads].provider_id));
-	loads[n_loads].in_flight = 0;
-	return &loads[n_loads++];
-}
-
-/* A request to a provider ends: its room grows, it may be claimed for. */
+/* A request ends, or never started: its provider's room grows. */
 static void
-provider_request_done(JourneyMessage *msg)
+request_done(JourneyMessage *msg)
 {
-	ProviderLoad *l = provider_load(msg->provider_id);
-	int			i = l - loads;
-
 	if (msg->id == probation_in_flight)
 	{
 		probation_in_flight = 0;
 		need_claim = true;		/* the lane's next one */
 	}
-	/*
-	 * A provider that was full gets more once half its room is free, so
-	 * that it is claimed for in batches (one commit for many), not one
-	 * message per finished request.
-	 */
-	if (provider_capped &&
-		l->in_flight - 1 <= journey_max_concurrency_per_provider / 2)
+	if (journey_lanes_done(msg))
 		need_claim = true;
-	if (--l->in_flight <= 0)
-		loads[i] = loads[--n_loads];	/* keep the list to busy providers */
+}
+
+/*
+ * Starts the requests of the claimed messages whose provider has room
+ * (lanes.c decides which).  Never in a transaction: this is the network.
+ */
+static void
+start_waiting(void)
+{
+	JourneyMessage *msg;
+	bool		too_late;
+
+	while ((msg = journey_lanes_next(&too_late)) != NULL)
+	{
+		char	   *error = NULL;
+		MemoryContext cxt = GetMemoryChunkContext(msg);
+		JourneyRequest *req = NULL;
+
+		if (too_late)
+		{
+			JourneyResult r = {msg->relid, msg->id, msg->attempts, JOURNEY_RETRY,
+				"waited past its lease for a free request to its provider; queued again, unsent",
+			NULL, 0};
+
+			add_result(&r);
+		}
+		else if ((req = journey_request_build(msg, cxt, &error)) == NULL)
+		{
+			JourneyResult r = {msg->relid, msg->id, msg->attempts,
+			JOURNEY_FAILED, error, NULL, -1};
+
+			add_result(&r);
+		}
+		if (req == NULL)
+		{
+			request_done(msg);
+			MemoryContextDelete(cxt);
+			continue;
+		}
+		journey_transport_start(req);
+	}
 }
 
 /* Takes every finished request off the transport as a result to write. */
@@ -556,9 +560,10 @@ collect_results(void)
 
 		journey_request_classify(req, rc, status, &r);
 		add_result(&r);
-		provider_request_done(req->msg);
+		request_done(req->msg);
 		journey_transport_release(req);
 	}
+	start_waiting();
 }
 
 static Datum
@@ -831,35 +836,6 @@ keep_claimed(JourneyMessage ***msgs, uint64 *got)
 	MemoryContextSwitchTo(old);
 }
 
-/* The claim's $5-$7: busy providers, their free room, any other's room. */
-static void
-provider_room_args(Datum *args)
-{
-	Datum	   *ids = palloc(sizeof(Datum) * Max(1, n_loads));
-	Datum	   *rooms = palloc(sizeof(Datum) * Max(1, n_loads));
-	bool	   *no_nulls = palloc0(sizeof(bool) * Max(1, n_loads));
-
-	for (int i = 0; i < n_loads; i++)
-	{
-		ids[i] = CStringGetTextDatum(loads[i].provider_id);
-		rooms[i] = Int32GetDatum(Max(0, journey_max_concurrency_per_provider - loads[i].in_flight));
-	}
-	args[0] = make_array(ids, no_nulls, n_loads, TEXTOID);
-	args[1] = PointerGetDatum(construct_array(rooms, n_loads, INT4OID, sizeof(int32), true,
-											  TYPALIGN_INT));
-	args[2] = Int32GetDatum(journey_max_concurrency_per_provider);
-}
-
-/* Whether a finished request should prompt a claim: some provider is full. */
-static void
-update_capped(void)
-{
-	provider_capped = false;
-	for (int i = 0; i < n_loads; i++)
-		if (loads[i].in_flight >= journey_max_concurrency_per_provider)
-			provider_capped = true;
-}
-
 /*
  * Claims due messages up to the free capacity, commits, then starts their
  * requests.  The claim's commit is durable, like every other: the attempt
@@ -895,7 +871,9 @@ static void
 claim_and_send(bool in_xact)
 {
 	int			room = journey_max_concurrency - journey_transport_in_flight();
-	int			want = Min(room, journey_batch_size);
+	/* Claimed and unfinished: within twice the requests in flight. */
+	int			want = Min(Min(room, journey_batch_size),
+						   2 * journey_max_concurrency - journey_lanes_held());
 	TimestampTz now = GetCurrentTimestamp();
 	bool		poll = now >= next_poll;
 	Datum		args[7];
@@ -999,7 +977,7 @@ claim_and_send(bool in_xact)
 	args[1] = CStringGetTextDatum(claim_token);
 	args[2] = Int32GetDatum(journey_lease_ms);
 	args[3] = probation != (Datum) 0 ? probation : empty_ids;
-	provider_room_args(&args[4]);
+	journey_lanes_room_args(&args[4]);
 	if (probation != (Datum) 0 && probation_in_flight == 0 && want > 0)
 	{
 		args[0] = Int32GetDatum(1);
@@ -1030,6 +1008,7 @@ claim_and_send(bool in_xact)
 			need_claim = true;	/* there may be more */
 		else
 			next_due = due;
+		claim_found_some = SPI_processed > 0;
 		keep_claimed(&msgs, &got);
 	}
 	end_work();
@@ -1039,26 +1018,8 @@ claim_and_send(bool in_xact)
 
 	/* Committed: now, and only now, the network. */
 	for (i = 0; i < got; i++)
-	{
-		char	   *error = NULL;
-		MemoryContext cxt = GetMemoryChunkContext(msgs[i]);
-		JourneyRequest *req;
-
-		provider_load(msgs[i]->provider_id)->in_flight++;
-		req = journey_request_build(msgs[i], cxt, &error);
-		if (req == NULL)
-		{
-			JourneyResult r = {msgs[i]->relid, msgs[i]->id, msgs[i]->attempts,
-			JOURNEY_FAILED, error, NULL, -1};
-
-			add_result(&r);
-			provider_request_done(msgs[i]);
-			MemoryContextDelete(cxt);
-			continue;
-		}
-		journey_transport_start(req);
-	}
-	update_capped();
+		journey_lanes_add(msgs[i], now);
+	start_waiting();
 	if (got > 0)
 		journey_health_claimed(my_slot, journey_transport_in_flight());
 }
@@ -1072,6 +1033,8 @@ room_to_claim(void)
 {
 	int			n = journey_transport_in_flight();
 
+	if (journey_lanes_held() >= 2 * journey_max_concurrency)
+		return false;
 	if (probation != (Datum) 0 && probation_in_flight == 0 && n < journey_max_concurrency)
 		return true;
 	return n == 0 || journey_max_concurrency - n >= Max(1, journey_max_concurrency / 2);
@@ -1211,7 +1174,12 @@ journey_sender_main(Datum main_arg)
 		{
 			if (n_results > 0 && results_due())
 			{
-				bool		claim = need_claim && room_to_claim();
+				/*
+				 * A provider claimed for several rounds ahead is rarely
+				 * "half free": claim with every write while the queue
+				 * gave something, so one commit moves both.
+				 */
+				bool		claim = (need_claim || claim_found_some) && room_to_claim();
 
 				/* The claim commits the results too, then forgets them. */
 				if (write_results(claim))

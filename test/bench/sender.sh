@@ -130,6 +130,7 @@ recv = {}
 dups = 0
 for line in open(d + "/sink.txt"):
     k, t = line.split()
+    k = k.rsplit("-", 1)[-1]  # <installation id>-<message id>
     if k in recv:
         dups += 1
     else:

@@ -1,0 +1,252 @@
+/*-------------------------------------------------------------------------
+ *
+ * lanes.c
+ *	  The sender's lane per provider: which claimed messages may start a
+ *	  request now, and how many more each provider may be claimed for.
+ *
+ * journey.max_concurrency_per_provider caps the requests in flight to one
+ * provider, so that a slow or hanging provider holds up no other.  If a
+ * claim could take no more than that free room, every durable commit would
+ * move at most that many messages, and one fast provider would be held to
+ * a fraction of what the sender can do.  So a provider that answers
+ * quickly is claimed for several rounds ahead: the messages beyond its cap
+ * wait here, claimed, and start as its requests finish.  A provider whose
+ * requests are slow gets no more than its cap.
+ *
+ * No claimed message may outlive its lease before its result is written,
+ * or another pass could send it again.  A provider is claimed for at most
+ * `rounds` times its cap, where `rounds` requests of http_timeout_ms each
+ * fit in the lease with one to spare; even if every one of them hangs to
+ * the time limit, the last starts in time.  A message that would still
+ * start too late (a stalled database, a reload that shortened the lease)
+ * is handed back for a retry instead of being sent.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
+
+#include "journey.h"
+#include "sender.h"
+
+/* A request that takes longer marks its provider slow... */
+#define SLOW_REQUEST_MS 1000
+/* ...for this long: it gets its cap and no more until then. */
+#define SLOW_MEMORY_MS 60000
+/* Time a request needs beyond http_timeout_ms to have its result written. */
+#define RESULT_MARGIN_MS 1000
+
+typedef struct Lane
+{
+	char		provider_id[UUID_LEN * 2 + 5];
+	int			in_flight;		/* requests started and not finished */
+	int			n_waiting;		/* claimed, waiting for a free request */
+	int			max_waiting;
+	JourneyMessage **waiting;	/* oldest first, from `head` on */
+	int			head;
+	TimestampTz slow_until;
+} Lane;
+
+/* A few dozen providers at most: a list searched in order. */
+static Lane *lanes = NULL;
+static int	n_lanes = 0;
+static int	max_lanes = 0;
+static int	total_waiting = 0;
+static int	next_lane = 0;		/* where the turn-taking of start goes on */
+
+static int
+rounds(void)
+{
+	int			r = (journey_lease_ms - journey_http_timeout_ms) / Max(1, journey_http_timeout_ms);
+
+	return Max(1, r);
+}
+
+/* The most a lane may hold, in flight and waiting together. */
+static int
+lane_limit(const Lane *l, TimestampTz now)
+{
+	if (now < l->slow_until)
+		return journey_max_concurrency_per_provider;
+	return journey_max_concurrency_per_provider * rounds();
+}
+
+static Lane *
+lane_of(const char *provider_id)
+{
+	for (int i = 0; i < n_lanes; i++)
+		if (strcmp(lanes[i].provider_id, provider_id) == 0)
+			return &lanes[i];
+	if (n_lanes == max_lanes)
+	{
+		max_lanes = Max(16, max_lanes * 2);
+		lanes = lanes == NULL
+			? MemoryContextAlloc(TopMemoryContext, sizeof(Lane) * max_lanes)
+			: repalloc(lanes, sizeof(Lane) * max_lanes);
+	}
+	memset(&lanes[n_lanes], 0, sizeof(Lane));
+	strlcpy(lanes[n_lanes].provider_id, provider_id, sizeof(lanes[n_lanes].provider_id));
+	return &lanes[n_lanes++];
+}
+
+/* Drops the lanes with nothing in them and nothing to remember. */
+static void
+compact(TimestampTz now)
+{
+	int			j = 0;
+
+	for (int i = 0; i < n_lanes; i++)
+	{
+		if (lanes[i].in_flight == 0 && lanes[i].n_waiting == 0 && now >= lanes[i].slow_until)
+		{
+			if (lanes[i].waiting)
+				pfree(lanes[i].waiting);
+			continue;
+		}
+		lanes[j++] = lanes[i];
+	}
+	n_lanes = j;
+	if (next_lane >= n_lanes)
+		next_lane = 0;
+}
+
+/* A claimed message joins its provider's line. */
+void
+journey_lanes_add(JourneyMessage *msg, TimestampTz claimed_at)
+{
+	Lane	   *l = lane_of(msg->provider_id);
+
+	msg->claimed_at = claimed_at;
+	if (l->head > 0 && l->head + l->n_waiting == l->max_waiting)
+	{
+		memmove(l->waiting, l->waiting + l->head, sizeof(JourneyMessage *) * l->n_waiting);
+		l->head = 0;
+	}
+	if (l->n_waiting == l->max_waiting)
+	{
+		l->max_waiting = Max(16, l->max_waiting * 2);
+		l->waiting = l->waiting == NULL
+			? MemoryContextAlloc(TopMemoryContext, sizeof(JourneyMessage *) * l->max_waiting)
+			: repalloc(l->waiting, sizeof(JourneyMessage *) * l->max_waiting);
+	}
+	l->waiting[l->head + l->n_waiting++] = msg;
+	total_waiting++;
+}
+
+/*
+ * The next message whose provider has a free request, or NULL: the lanes
+ * take turns, and the total stays within journey.max_concurrency.  The
+ * message counts as in flight from here on.  *too_late is set for one
+ * whose lease no longer leaves time for its request: the caller hands it
+ * back unsent.
+ */
+JourneyMessage *
+journey_lanes_next(bool *too_late)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	*too_late = false;
+	if (total_waiting == 0 || journey_transport_in_flight() >= journey_max_concurrency)
+		return NULL;
+	for (int k = 0; k < n_lanes; k++)
+	{
+		Lane	   *l = &lanes[(next_lane + k) % n_lanes];
+		JourneyMessage *msg;
+
+		if (l->n_waiting == 0 || l->in_flight >= journey_max_concurrency_per_provider)
+			continue;
+		msg = l->waiting[l->head++];
+		if (--l->n_waiting == 0)
+			l->head = 0;
+		total_waiting--;
+		l->in_flight++;
+		next_lane = (next_lane + k + 1) % n_lanes;
+		msg->started_at = now;
+		*too_late = now > TimestampTzPlusMilliseconds(msg->claimed_at,
+													  journey_lease_ms - journey_http_timeout_ms -
+													  RESULT_MARGIN_MS);
+		return msg;
+	}
+	return NULL;
+}
+
+/*
+ * A request ends (or never started).  Returns true when its provider had
+ * been full and now has half its room free: time to claim for it, in a
+ * batch rather than one message per finished request.
+ */
+bool
+journey_lanes_done(JourneyMessage *msg)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	Lane	   *l = lane_of(msg->provider_id);
+	int			limit = lane_limit(l, now);
+	bool		was_full = l->in_flight + l->n_waiting >= limit;
+
+	l->in_flight--;
+	if (msg->started_at != 0 &&
+		now > TimestampTzPlusMilliseconds(msg->started_at, SLOW_REQUEST_MS))
+		l->slow_until = TimestampTzPlusMilliseconds(now, SLOW_MEMORY_MS);
+	limit = lane_limit(l, now);
+	if (l->in_flight == 0 && l->n_waiting == 0)
+		compact(now);
+	return was_full && l->in_flight + l->n_waiting <= limit / 2;
+}
+
+/* Requests in flight and messages waiting for one, all lanes together. */
+int
+journey_lanes_held(void)
+{
+	return journey_transport_in_flight() + total_waiting;
+}
+
+int
+journey_lanes_waiting(void)
+{
+	return total_waiting;
+}
+
+/* Whether some provider holds all it may: a finished request may prompt a claim. */
+bool
+journey_lanes_some_full(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	for (int i = 0; i < n_lanes; i++)
+		if (lanes[i].in_flight + lanes[i].n_waiting >= lane_limit(&lanes[i], now))
+			return true;
+	return false;
+}
+
+/*
+ * The claim's room arguments: the providers with a lane, how many more
+ * each may be claimed for, and the room of any other provider.
+ */
+void
+journey_lanes_room_args(Datum *args)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	Datum	   *ids = palloc(sizeof(Datum) * Max(1, n_lanes));
+	Datum	   *rooms = palloc(sizeof(Datum) * Max(1, n_lanes));
+	int			dims[1] = {n_lanes};
+	int			lbs[1] = {1};
+
+	for (int i = 0; i < n_lanes; i++)
+	{
+		ids[i] = CStringGetTextDatum(lanes[i].provider_id);
+		rooms[i] = Int32GetDatum(Max(0, lane_limit(&lanes[i], now) -
+									 lanes[i].in_flight - lanes[i].n_waiting));
+	}
+	/* Outside a transaction too: no catalog look-up, the types are known. */
+	args[0] = PointerGetDatum(construct_md_array(ids, NULL, 1, dims, lbs, TEXTOID,
+												 -1, false, TYPALIGN_INT));
+	args[1] = PointerGetDatum(construct_array(rooms, n_lanes, INT4OID, sizeof(int32), true,
+											  TYPALIGN_INT));
+	args[2] = Int32GetDatum(journey_max_concurrency_per_provider * rounds());
+}
