@@ -10,8 +10,10 @@
  * move at most that many messages, and one fast provider would be held to
  * a fraction of what the sender can do.  So a provider that answers
  * quickly is claimed for several rounds ahead: the messages beyond its cap
- * wait here, claimed, and start as its requests finish.  A provider whose
- * requests are slow gets no more than its cap.
+ * wait here, claimed, and start as its requests finish.  Only a provider
+ * that has answered quickly is: a new one, or one whose last request was
+ * slow, gets no more than its cap, so a hanging endpoint never fills the
+ * sender with messages it cannot start.
  *
  * No claimed message may outlive its lease before its result is written,
  * or another pass could send it again.  A provider is claimed for at most
@@ -39,6 +41,8 @@
 #define SLOW_REQUEST_MS 1000
 /* ...for this long: it gets its cap and no more until then. */
 #define SLOW_MEMORY_MS 60000
+/* An idle lane is forgotten after this long (with what it proved). */
+#define IDLE_MEMORY_MS 60000
 /* Time a request needs beyond http_timeout_ms to have its result written. */
 #define RESULT_MARGIN_MS 1000
 
@@ -50,7 +54,9 @@ typedef struct Lane
 	int			max_waiting;
 	JourneyMessage **waiting;	/* oldest first, from `head` on */
 	int			head;
+	bool		answers_quickly;	/* its last request took under SLOW_REQUEST_MS */
 	TimestampTz slow_until;
+	TimestampTz last_used;
 } Lane;
 
 /* A few dozen providers at most: a list searched in order. */
@@ -72,7 +78,7 @@ rounds(void)
 static int
 lane_limit(const Lane *l, TimestampTz now)
 {
-	if (now < l->slow_until)
+	if (!l->answers_quickly || now < l->slow_until)
 		return journey_max_concurrency_per_provider;
 	return journey_max_concurrency_per_provider * rounds();
 }
@@ -103,7 +109,8 @@ compact(TimestampTz now)
 
 	for (int i = 0; i < n_lanes; i++)
 	{
-		if (lanes[i].in_flight == 0 && lanes[i].n_waiting == 0 && now >= lanes[i].slow_until)
+		if (lanes[i].in_flight == 0 && lanes[i].n_waiting == 0 &&
+			now >= TimestampTzPlusMilliseconds(lanes[i].last_used, IDLE_MEMORY_MS))
 		{
 			if (lanes[i].waiting)
 				pfree(lanes[i].waiting);
@@ -177,12 +184,13 @@ journey_lanes_next(bool *too_late)
 }
 
 /*
- * A request ends (or never started).  Returns true when its provider had
+ * A request ends, or never started (requested = false: it tells nothing
+ * of how the provider answers).  Returns true when its provider had
  * been full and now has half its room free: time to claim for it, in a
  * batch rather than one message per finished request.
  */
 bool
-journey_lanes_done(JourneyMessage *msg)
+journey_lanes_done(JourneyMessage *msg, bool requested)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	Lane	   *l = lane_of(msg->provider_id);
@@ -190,9 +198,13 @@ journey_lanes_done(JourneyMessage *msg)
 	bool		was_full = l->in_flight + l->n_waiting >= limit;
 
 	l->in_flight--;
-	if (msg->started_at != 0 &&
-		now > TimestampTzPlusMilliseconds(msg->started_at, SLOW_REQUEST_MS))
-		l->slow_until = TimestampTzPlusMilliseconds(now, SLOW_MEMORY_MS);
+	l->last_used = now;
+	if (requested)
+	{
+		l->answers_quickly = now <= TimestampTzPlusMilliseconds(msg->started_at, SLOW_REQUEST_MS);
+		if (!l->answers_quickly)
+			l->slow_until = TimestampTzPlusMilliseconds(now, SLOW_MEMORY_MS);
+	}
 	limit = lane_limit(l, now);
 	if (l->in_flight == 0 && l->n_waiting == 0)
 		compact(now);
@@ -226,7 +238,8 @@ journey_lanes_some_full(void)
 
 /*
  * The claim's room arguments: the providers with a lane, how many more
- * each may be claimed for, and the room of any other provider.
+ * each may be claimed for, and the room of any other provider (not yet
+ * seen to answer quickly: its cap).
  */
 void
 journey_lanes_room_args(Datum *args)
@@ -248,5 +261,5 @@ journey_lanes_room_args(Datum *args)
 												 -1, false, TYPALIGN_INT));
 	args[1] = PointerGetDatum(construct_array(rooms, n_lanes, INT4OID, sizeof(int32), true,
 											  TYPALIGN_INT));
-	args[2] = Int32GetDatum(journey_max_concurrency_per_provider * rounds());
+	args[2] = Int32GetDatum(journey_max_concurrency_per_provider);
 }

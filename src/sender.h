@@ -188,7 +188,7 @@ extern void journey_health_results(int slot, int in_flight, int64 sent,
 /* transport.c */
 extern void journey_lanes_add(JourneyMessage *msg, TimestampTz claimed_at);
 extern JourneyMessage *journey_lanes_next(bool *too_late);
-extern bool journey_lanes_done(JourneyMessage *msg);
+extern bool journey_lanes_done(JourneyMessage *msg, bool requested);
 extern int	journey_lanes_held(void);
 extern int	journey_lanes_waiting(void);
 extern bool journey_lanes_some_full(void);

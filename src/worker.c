@@ -494,14 +494,14 @@ add_result(JourneyResult *r)
 
 /* A request ends, or never started: its provider's room grows. */
 static void
-request_done(JourneyMessage *msg)
+request_done(JourneyMessage *msg, bool requested)
 {
 	if (msg->id == probation_in_flight)
 	{
 		probation_in_flight = 0;
 		need_claim = true;		/* the lane's next one */
 	}
-	if (journey_lanes_done(msg))
+	if (journey_lanes_done(msg, requested))
 		need_claim = true;
 }
 
@@ -538,7 +538,7 @@ start_waiting(void)
 		}
 		if (req == NULL)
 		{
-			request_done(msg);
+			request_done(msg, false);
 			MemoryContextDelete(cxt);
 			continue;
 		}
@@ -560,7 +560,7 @@ collect_results(void)
 
 		journey_request_classify(req, rc, status, &r);
 		add_result(&r);
-		request_done(req->msg);
+		request_done(req->msg, true);
 		journey_transport_release(req);
 	}
 	start_waiting();

@@ -3,8 +3,9 @@
 # (default 1000) queued for its own provider, whose endpoint hangs; business
 # B queues one message every 0.5 s for DURATION seconds (default 20) to a
 # healthy endpoint.  Prints B's commit-to-sent latency (p50, p95, max)
-# against the target of 2 x journey.http_timeout_ms, and how many of A's
-# requests were in flight at most (journey.max_concurrency_per_provider).
+# against the target of 2 x journey.http_timeout_ms, how many of A's
+# requests were in flight at most at the sink (journey.max_concurrency_per_provider),
+# and how many of A's messages the sender held claimed at most.
 #
 #   PG_CONFIG=... bash test/bench/fairness.sh [N] [DURATION]
 #
@@ -68,13 +69,13 @@ SELECT '00000000-0000-0000-0000-00000000000a', 'email', 'a' || g || '@example.co
   FROM generate_series(1, $N) g;
 SQL
 echo "A: $N messages queued to a hanging endpoint; B: one message every 0.5 s for ${DURATION} s"
-peak=0
+held=0
 end=$((SECONDS + DURATION))
 while [ $SECONDS -lt $end ]; do
     psql -c "INSERT INTO journey.messages (business_id, channel, to_address, subject, body)
              VALUES ('00000000-0000-0000-0000-00000000000b', 'email', 'b@example.com', 's', 'b')"
     n=$(psql -c "SELECT count(*) FROM journey.messages WHERE business_id = '00000000-0000-0000-0000-00000000000a' AND status = 'sending'")
-    [ "$n" -gt "$peak" ] && peak=$n
+    [ "$n" -gt "$held" ] && held=$n
     sleep 0.5
 done
 # Give the last ones up to 10 s.
@@ -90,4 +91,12 @@ SELECT format('B: %s messages, %s sent; latency ms p50 %s, p95 %s, max %s (targe
   FROM (SELECT sent_at, extract(epoch FROM coalesce(sent_at, now()) - created_at) * 1000 AS ms
           FROM journey.messages WHERE business_id = '00000000-0000-0000-0000-00000000000b') s;
 SQL
-echo "A: at most $peak requests in flight seen"
+# Requests to /hang that arrived less than a time limit apart were in
+# flight together.
+peak=$(python3 - "$dir/sink.jsonl" <<'PY'
+import json, sys
+ts = sorted(r["t"] for r in map(json.loads, open(sys.argv[1])) if r["path"].startswith("/hang"))
+print(max((sum(1 for u in ts if t <= u < t + 1.5) for t in ts), default=0))
+PY
+)
+echo "A: at most $peak requests in flight at the sink (cap 16); at most $held messages claimed (status 'sending')"

@@ -63,6 +63,43 @@ for my $i (0 .. $#hung)
 cmp_ok(scalar(@hung), '>=', 4, 'the hanging provider was sent to');
 cmp_ok($peak, '<=', 4, "the hanging provider has at most its cap in flight ($peak)");
 
+# A provider that answers quickly (300 ms) is claimed for rounds ahead, so
+# one commit moves more than its cap (the throughput of one provider), yet
+# it never has more than its cap of requests in flight, and each message
+# goes out once.
+my ($quick) = setup_business($node, 'Quick provider');
+add_provider($node, business => $quick, channel => 'email', kind => 'webhook',
+	endpoint => "http://127.0.0.1:$hport/slow/300");
+$node->safe_psql('postgres',
+	"INSERT INTO journey.messages (business_id, channel, message_purpose, to_address, subject, body)
+	 SELECT '$quick', 'email', 'thank_you', 'q$_\@example.com', 's', 'b' FROM generate_series(1, 40)");
+my $claimed_ahead = 0;
+my $deadline = time + 60;
+while (time < $deadline)
+{
+	my ($sending, $sent) = split /\|/, $node->safe_psql('postgres',
+		"SELECT count(*) FILTER (WHERE status = 'sending'), count(*) FILTER (WHERE status = 'sent')
+		   FROM journey.messages WHERE business_id = '$quick'");
+	$claimed_ahead = $sending if $sending > $claimed_ahead;
+	last if $sent == 40;
+	Time::HiRes::sleep(0.05);
+}
+is($node->safe_psql('postgres', "SELECT count(*) FROM journey.messages WHERE business_id = '$quick' AND status = 'sent'"),
+	'40', 'the quick provider got all its messages');
+cmp_ok($claimed_ahead, '>', 4, "claimed ahead of its cap ($claimed_ahead at once)");
+my @quick = grep { $_->{path} =~ m{^/slow/} } sink_records($hlog);
+my %keys = map { ($_->{headers}{'Idempotency-Key'} // '') => 1 } @quick;
+is(scalar(@quick), 40, 'one request per message');
+is(scalar(keys %keys), 40, 'no message sent twice');
+my @qt = sort { $a <=> $b } map { $_->{t} } @quick;
+my $qpeak = 0;
+for my $i (0 .. $#qt)
+{
+	my $n = grep { $_ >= $qt[$i] && $_ < $qt[$i] + 0.25 } @qt;
+	$qpeak = $n if $n > $qpeak;
+}
+cmp_ok($qpeak, '<=', 4, "still at most its cap in flight ($qpeak)");
+
 # Taken back after a crash: 20 messages this server's sender held when it
 # died, to the hanging endpoint.  They get a lane of their own, one at a
 # time; the rest of the outbox does not wait for them (20 x 2 s before).
