@@ -13,6 +13,13 @@
 #
 #   bash test/bench/latency.sh           (as root: installs the tree first, as run.sh)
 #   RATE=500 LOAD_S=10 BURST=20000 bash test/bench/latency.sh
+#   PARTS=3 EXECUTOR=calls bash test/bench/latency.sh
+#
+# PARTS picks the parts (default 123).  EXECUTOR=calls runs part 3 with
+# journey.executor_in_worker = off and the enrollments advanced by
+# advance_due_enrollments(1000) called in a loop, one transaction a call,
+# as pg_cron would with no pause: the same burst, W1 (advance) and W4
+# (drain) with the executor in the worker against without it.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=lib.sh
@@ -25,6 +32,13 @@ SINGLE=${SINGLE:-50}
 CLIENTS=${CLIENTS:-8}
 # Events per transaction in part 2 (a webhook batch); 1: each its own.
 PER_TX=${PER_TX:-1}
+PARTS=${PARTS:-123}
+EXECUTOR=${EXECUTOR:-worker}
+case $EXECUTOR in
+    worker) EXECUTOR_CONF="journey.executor_in_worker = on" ;;
+    calls) EXECUTOR_CONF="journey.executor_in_worker = off" ;;
+    *) echo "EXECUTOR must be worker or calls" >&2; exit 2 ;;
+esac
 
 WORK=$(mktemp -d /tmp/journey-latency.XXXXXX)
 chmod 755 "$WORK"
@@ -39,7 +53,8 @@ trap cleanup EXIT
 bench_install "$WORK"
 gcc -O2 -o "$WORK/fast_sink" "$BENCH_SRC/test/sinks/fast_sink.c"
 ulimit -n 1024
-cluster_start "$BENCH_TUNING"
+cluster_start "$BENCH_TUNING
+$EXECUTOR_CONF"
 trap cleanup EXIT
 SINKPORT=$((20000 + RANDOM % 20000))
 "$WORK/fast_sink" "$SINKPORT" "$WORK/sink.txt" > "$WORK/sink.out" &
@@ -110,6 +125,7 @@ report() {
         "$(bench_pct 99 < "$WORK/$part.lat")" "$(bench_pct 100 < "$WORK/$part.lat")"
 }
 
+if [[ $PARTS == *1* ]]; then
 echo ""
 echo "== 1. single events on an idle server, one every 200 ms"
 bench_psql journey -o /dev/null <<SQL
@@ -129,7 +145,9 @@ SQL
 wait_sent idle
 sink_records
 report idle "idle server, single events"
+fi
 
+if [[ $PARTS == *2* ]]; then
 echo ""
 echo "== 2. $RATE events/s for $LOAD_S s ($CLIENTS pgbench clients, $PER_TX event(s) per transaction, a new customer per event)"
 {
@@ -151,9 +169,11 @@ echo "   pgbench: $(sed -n 's/^tps = \([0-9.]*\) (without.*/\1 transactions\/s/p
 wait_sent load
 sink_records
 report load "$RATE events/s for $LOAD_S s"
+fi
 
+if [[ $PARTS == *3* ]]; then
 echo ""
-echo "== 3. a burst: $BURST enrollments made due by one INSERT ... SELECT of events"
+echo "== 3. a burst: $BURST enrollments made due by one INSERT ... SELECT of events (executor: $EXECUTOR)"
 t_burst=$(bench_psql journey -At <<SQL
 INSERT INTO journey.customers (business_id, full_name, email, external_id)
 SELECT '$B', 'Burst ' || g, 'burst' || g || '@example.com', 'burst-' || g FROM generate_series(1, $BURST) g;
@@ -164,7 +184,17 @@ SELECT extract(epoch FROM clock_timestamp());
 COMMIT;
 SQL
 )
-bench_psql journey -At -c "DO \$\$
+if [ "$EXECUTOR" = calls ]; then
+    bench_psql journey -At -c "DO \$\$
+BEGIN
+  LOOP
+    EXIT WHEN journey.advance_due_enrollments(1000) = 0;
+    COMMIT;
+  END LOOP;
+END
+\$\$"
+else
+    bench_psql journey -At -c "DO \$\$
 BEGIN
   FOR i IN 1..6000 LOOP
     EXIT WHEN NOT EXISTS (SELECT FROM journey.sequence_enrollments
@@ -174,6 +204,7 @@ BEGIN
   END LOOP;
 END
 \$\$"
+fi
 t_advanced=$(bench_psql journey -At -c "SELECT extract(epoch FROM clock_timestamp())")
 bench_psql journey -At -c "DO \$\$
 BEGIN
@@ -187,7 +218,7 @@ END
 t_drained=$(bench_psql journey -At -c "SELECT extract(epoch FROM clock_timestamp())")
 sink_records
 awk -v a="$t_burst" -v b="$t_advanced" -v c="$t_drained" -v n="$BURST" 'BEGIN {
-    printf "   the sender'"'"'s executor advanced all %d in %.2f s (%.0f enrollments/s); outbox drained %.2f s after the commit (%.0f messages/s)\n", n, b - a, n / (b - a), c - a, n / (c - a) }'
+    printf "   the executor advanced all %d in %.2f s (%.0f enrollments/s); outbox drained %.2f s after the commit (%.0f messages/s)\n", n, b - a, n / (b - a), c - a, n / (c - a) }'
 # The longest pause between two deliveries while the burst was being worked.
 awk -v a="$t_burst" -v c="$t_drained" '{ t = $2 / 1e6; if (t >= a && t <= c) printf "%.6f\n", t }' "$WORK/all_sink.txt" |
     sort -n | awk -v a="$t_burst" 'NR == 1 { first = $1 } NR > 1 { g = ($1 - p) * 1000; if (g > m) m = g } { p = $1 }
@@ -195,3 +226,4 @@ awk -v a="$t_burst" -v c="$t_drained" '{ t = $2 / 1e6; if (t >= a && t <= c) pri
 bench_psql journey -At -c "SELECT 'executor_status: ' || passes || ' passes, ' || advanced || ' enrollments advanced, wakeups ' || wakeups FROM journey.executor_status()"
 dups=$(awk '{ print $1 }' "$WORK/all_sink.txt" | sort | uniq -d | wc -l)
 echo "   requests at the sink: $(wc -l < "$WORK/all_sink.txt"), sent twice: $dups"
+fi
