@@ -7,7 +7,9 @@
 #    and the latency of an event enrolling a customer meanwhile;
 #  - the executor's W1 (advance_due_enrollments over DUE due enrollments,
 #    in calls of 1000) with every enrollment on one version, and spread
-#    over three versions.
+#    over three versions;
+#  - what the step counters of journey.step_stats (issue 15) cost W1: one
+#    more run with pg_stat_statements, the upsert's share of the calls' time.
 #
 #   PG_CONFIG=/path/to/pg_config [ROWS=100000] [DUE=20000] bash test/bench/versions.sh
 #
@@ -40,9 +42,9 @@ stop() {
 trap stop EXIT
 
 "${run_as[@]}" "$bindir/initdb" -D "$tmp/data" -A trust --no-sync >/dev/null
-"${run_as[@]}" "$bindir/pg_ctl" -D "$tmp/data" -l "$tmp/log" -w \
-    -o "-k $tmp -c listen_addresses='' -c port=$port -c fsync=off -c synchronous_commit=off \
-        -c full_page_writes=off -c max_wal_size=4GB -c shared_buffers=256MB" start >/dev/null
+server_opts="-k $tmp -c listen_addresses='' -c port=$port -c fsync=off -c synchronous_commit=off \
+    -c full_page_writes=off -c max_wal_size=4GB -c shared_buffers=256MB"
+"${run_as[@]}" "$bindir/pg_ctl" -D "$tmp/data" -l "$tmp/log" -w -o "$server_opts" start >/dev/null
 
 psql() { "${run_as[@]}" "$bindir/psql" -X -q -h "$tmp" -p "$port" -v ON_ERROR_STOP=1 "$@"; }
 # Milliseconds one statement takes, from the client.
@@ -140,3 +142,21 @@ for spread in one three; do
         "$(printf '%s\n' ${times[$spread]} | sort -n | head -1)" \
         "$(printf '%s\n' ${times[$spread]} | median)" "${times[$spread]}" "${check[$spread]}"
 done
+
+# The step counters' cost: the server again with pg_stat_statements
+# tracking the executor's own statements; one run on one version.
+"${run_as[@]}" "$bindir/pg_ctl" -D "$tmp/data" -m fast -w \
+    -l "$tmp/log" \
+    -o "$server_opts -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all" restart >/dev/null
+psql -d postgres -c "DROP DATABASE IF EXISTS w" -c "CREATE DATABASE w TEMPLATE base" >/dev/null
+psql -d w -c "CREATE EXTENSION pg_stat_statements" -c "VACUUM ANALYZE" >/dev/null
+psql -d w -c "SELECT pg_stat_statements_reset()" >/dev/null
+psql -d w -At -c "DO \$\$ BEGIN WHILE journey.advance_due_enrollments(1000, '2027-01-12 10:00+00') > 0 LOOP COMMIT; END LOOP; END \$\$" >/dev/null
+psql -d w -At -F ' ' <<'SQL'
+SELECT format('   step counters: %s upserts, %s ms of %s ms in advance_due_enrollments (%s%%)',
+              c.calls, round(c.t::numeric, 1), round(a.t::numeric, 1), round((100 * c.t / a.t)::numeric, 2))
+  FROM (SELECT sum(calls) AS calls, sum(total_exec_time) AS t FROM pg_stat_statements
+         WHERE query LIKE 'INSERT INTO journey.step_counters%') c,
+       (SELECT sum(total_exec_time) AS t FROM pg_stat_statements
+         WHERE query LIKE 'DO%advance_due_enrollments%') a;
+SQL
