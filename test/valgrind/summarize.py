@@ -32,6 +32,7 @@ def enters_journey(block):
 
 
 total = 0
+suppressed = 0
 mine = []
 processes = 0
 for path in sorted(glob.glob(os.path.join(logdir, "vg.*.log"))):
@@ -47,6 +48,10 @@ for path in sorted(glob.glob(os.path.join(logdir, "vg.*.log"))):
             cur = []
         else:
             cur.append(l)
+    for l in lines:
+        m = re.search(r"ERROR SUMMARY: .*\(suppressed: ([\d,]+) from", l)
+        if m:
+            suppressed += int(m.group(1).replace(",", ""))
     for b in blocks:
         if not start.match(b[0]) or b[0].startswith("Process terminating"):
             continue
@@ -56,6 +61,7 @@ for path in sorted(glob.glob(os.path.join(logdir, "vg.*.log"))):
 
 print("processes traced: %d" % processes)
 print("error reports total: %d" % total)
+print("suppressed as Postgres' known false positives (journey.supp): %d" % suppressed)
 print("reports entering journey: %d" % len(mine))
 # The same report in many backends once, keyed by its kind and first frames.
 distinct = collections.OrderedDict()
