@@ -193,7 +193,7 @@ FROM pg_proc p
 WHERE p.pronamespace = 'journey'::regnamespace
   AND NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) c
                   WHERE c = 'search_path=pg_catalog, pg_temp')
-ORDER BY 1::text;
+ORDER BY p.oid::regprocedure::text;
 
 -- Every tenant table has an index leading with business_id (id for
 -- businesses), so the policies' "business_id = ANY (...)" is an index scan.

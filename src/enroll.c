@@ -53,7 +53,7 @@ static const char *cancel_and_log_sql =
 " INSERT INTO journey.enrollment_log"
 "  (business_id, enrollment_id, step_index, outcome, detail, at)"
 " SELECT s.business_id, s.id, s.step_index, 'stopped',"
-"  s.reason || coalesce(' (' || c.n"
+"  s.reason || coalesce(' (' || CAST(c.n AS pg_catalog.text)"
 "   || ' queued message(s) cancelled)', ''), s.at"
 " FROM stopped s LEFT JOIN (SELECT enrollment_id, count(*) AS n"
 "  FROM cancelled GROUP BY enrollment_id) c"

@@ -37,6 +37,18 @@ nullable_text(const char *s, char *nulls, int i)
 }
 
 /*
+ * An HH:MM clock as a time value.  time_in reads three arguments: with
+ * DirectFunctionCall1 its typmod would be whatever lay on the stack
+ * (valgrind saw it), so the typmod goes explicitly as -1 (none).
+ */
+static Datum
+clock_datum(const char *clock)
+{
+	return DirectFunctionCall3(time_in, CStringGetDatum(clock),
+							   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+}
+
+/*
  * The sequence's settings from a definition, as the 11 parameters
  * $2..$12 of the statements below (name .. rate_per_day).
  */
@@ -60,11 +72,9 @@ journey_sequence_settings(JourneyDefinition *def, Datum *values, char *nulls)
 	values[4] = PointerGetDatum(construct_array(exit_types, nexit, TEXTOID, -1, false, TYPALIGN_INT));
 	values[5] = BoolGetDatum(def->allow_manual_enroll);
 	values[6] = CStringGetTextDatum(def->reentry);
-	values[7] = def->quiet_start ?
-		DirectFunctionCall1(time_in, CStringGetDatum(def->quiet_start)) : (Datum) 0;
+	values[7] = def->quiet_start ? clock_datum(def->quiet_start) : (Datum) 0;
 	nulls[7] = def->quiet_start ? ' ' : 'n';
-	values[8] = def->quiet_end ?
-		DirectFunctionCall1(time_in, CStringGetDatum(def->quiet_end)) : (Datum) 0;
+	values[8] = def->quiet_end ? clock_datum(def->quiet_end) : (Datum) 0;
 	nulls[8] = def->quiet_end ? ' ' : 'n';
 	values[9] = Int32GetDatum(def->rate_hour);
 	nulls[9] = def->rate_hour_null ? 'n' : ' ';
