@@ -392,6 +392,9 @@ prepare_plans(void)
 static bool journey_installed = true;
 static Oid	messages_relid = InvalidOid;	/* as of the last begin_work */
 
+/* Below the default deadlock_timeout (1 s). */
+#define SENDER_LOCK_TIMEOUT "500ms"
+
 static bool
 begin_work(const char *activity)
 {
@@ -404,6 +407,15 @@ begin_work(const char *activity)
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, activity);
+	/*
+	 * The tables below are only tried, but a statement may lock others
+	 * (suppressions, businesses, the installation row) as it goes.  Giving
+	 * up on those before deadlock_timeout means a DROP EXTENSION waiting
+	 * for this transaction is never the one a deadlock is resolved
+	 * against; the pass is simply tried again.
+	 */
+	(void) set_config_option("lock_timeout", SENDER_LOCK_TIMEOUT, PGC_SUSET, PGC_S_SESSION,
+							 GUC_ACTION_LOCAL, true, 0, false);
 
 	nsp = get_namespace_oid("journey", true);
 	journey_installed = OidIsValid(nsp);
