@@ -19,6 +19,7 @@
 
 #include <math.h>
 
+#include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/jsonb.h"
@@ -34,6 +35,8 @@
 #define STEPS_UNKNOWN PG_INT32_MAX
 
 #define TARGET_HINT "Give the index of a later step, or 0 to finish."
+#define EXIT_TYPES_HINT "Give at most 50 event types, each a non-empty string of at most 200 characters, such as [\"review_left\"]."
+#define TEMPLATE_ID_HINT "Pass the id returned by journey.create_template for this business."
 #define ACYCLIC_HINT "Journeys are acyclic: a step can only lead forward, or to 0 (finish)."
 
 /* The step kinds, by their stored names; the order of the hint. */
@@ -506,6 +509,43 @@ parse_wait_until(Parser *p, Jsonb *obj, JourneyStep *st, JsonbValue *message,
 	return compile_wait_until(p, st, JsonbValueToJsonb(result));
 }
 
+/*
+ * Whether uuid_in would accept s: 32 hex digits, a hyphen allowed after any
+ * group of four, the whole optionally in braces.  Checked here so that a bad
+ * id is a definition error (22023) rather than uuid_in's 22P02.
+ */
+static bool
+is_uuid_text(const char *s)
+{
+	bool		braces = s[0] == '{';
+
+	if (braces)
+		s++;
+	for (int i = 0; i < UUID_LEN; i++)
+	{
+		if (!isxdigit((unsigned char) s[0]) || !isxdigit((unsigned char) s[1]))
+			return false;
+		s += 2;
+		if (s[0] == '-' && (i % 2) == 1 && i < UUID_LEN - 1)
+			s++;
+	}
+	if (braces && *s++ != '}')
+		return false;
+	return *s == '\0';
+}
+
+/* Short and printable: safe to quote back in a message. */
+static bool
+is_printable_ascii(const char *s, size_t max)
+{
+	if (strlen(s) > max)
+		return false;
+	for (; *s; s++)
+		if (*s < 0x20 || *s > 0x7e)
+			return false;
+	return true;
+}
+
 static bool
 parse_step(Parser *p, JsonbValue *value, JourneyStep *st)
 {
@@ -535,7 +575,12 @@ parse_step(Parser *p, JsonbValue *value, JourneyStep *st)
 		st->wait_ms = 0;
 	if (st->template_id)
 	{
-		(void) DirectFunctionCall1(uuid_in, CStringGetDatum(st->template_id));
+		if (!is_uuid_text(st->template_id))
+			return def_fail(p, "template_id",
+							is_printable_ascii(st->template_id, 64) ?
+							psprintf("must be a template id (a uuid), not \"%s\"", st->template_id) :
+							"must be a template id (a uuid)",
+							TEMPLATE_ID_HINT);
 		if (st->kind != STEP_EMAIL && st->kind != STEP_SMS)
 			return def_fail(p, "template_id", psprintf("is not used by %s", kind),
 						"Only send_email and send_sms steps name a template.");
@@ -596,7 +641,14 @@ parse_exit_event_types(Parser *p, JsonbValue *v, JourneyDefinition *def)
 	JsonbIteratorToken tok;
 
 	if (v->type != jbvBinary || !JsonContainerIsArray(v->val.binary.data))
-		return def_fail(p, "exit_event_types", "must be an array of event types", NULL);
+		return def_fail(p, "exit_event_types", "must be an array of event types", EXIT_TYPES_HINT);
+	/* The table's CHECK holds the same bounds; refusing here names the field. */
+	if (JsonContainerSize(v->val.binary.data) > JOURNEY_EXIT_EVENT_TYPES_MAX)
+		return def_fail(p, "exit_event_types",
+						psprintf("has %u event types, more than %d",
+								 JsonContainerSize(v->val.binary.data),
+								 JOURNEY_EXIT_EVENT_TYPES_MAX),
+						EXIT_TYPES_HINT);
 	it = JsonbIteratorInit(v->val.binary.data);
 	while ((tok = JsonbIteratorNext(&it, &elem, true)) != WJB_DONE)
 	{
@@ -605,7 +657,16 @@ parse_exit_event_types(Parser *p, JsonbValue *v, JourneyDefinition *def)
 		if (tok != WJB_ELEM)
 			continue;
 		if (elem.type != jbvString || elem.val.string.len == 0)
-			return def_fail(p, "exit_event_types", "must hold only non-empty strings", NULL);
+			return def_fail(p, "exit_event_types", "must hold only non-empty strings",
+							EXIT_TYPES_HINT);
+		if (pg_mbstrlen_with_len(elem.val.string.val, elem.val.string.len) >
+			JOURNEY_EVENT_TYPE_MAX)
+			return def_fail(p, "exit_event_types",
+							psprintf("holds an event type of %d characters, more than %d",
+									 pg_mbstrlen_with_len(elem.val.string.val,
+														  elem.val.string.len),
+									 JOURNEY_EVENT_TYPE_MAX),
+							EXIT_TYPES_HINT);
 		type = pnstrdup(elem.val.string.val, elem.val.string.len);
 		if (def->trigger_event_type && strcmp(type, def->trigger_event_type) == 0)
 			return def_fail(p, "exit_event_types",

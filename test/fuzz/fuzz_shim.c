@@ -14,6 +14,7 @@
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 
+#include "journey.h"
 #include "fuzz_shim.h"
 
 sigjmp_buf	fuzz_error_jump;
@@ -206,4 +207,11 @@ int
 errposition(int cursorpos)
 {
 	return 0;
+}
+
+/* util.c's, which needs the server: journey_template_parse raises with it. */
+void
+journey_error_raise(const JourneyError *err)
+{
+	ereport(ERROR, (errcode(err->sqlstate), errmsg("%s", err->message)));
 }

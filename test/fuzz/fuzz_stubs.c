@@ -11,6 +11,7 @@
 UNREACHED(DirectFunctionCall1Coll)
 UNREACHED(JsonbToCString)
 UNREACHED(cstring_to_text_with_len)
+UNREACHED(journey_append_value_text)
 UNREACHED(journey_container_get)
 UNREACHED(numeric_out)
 UNREACHED(pg_detoast_datum)
