@@ -761,6 +761,12 @@ GRANT SELECT, INSERT, DELETE ON journey.review_request_marks TO journey_worker;
 CREATE INDEX messages_queued_business_idx
     ON journey.messages (business_id, send_after) WHERE status = 'queued';
 
+-- ===== executor fairness (issue 12) =====
+-- The executor's fair claim (src/executor_sql.c): each business's own due
+-- enrollments, oldest first, from where the previous round left off.
+CREATE INDEX sequence_enrollments_business_due_idx
+    ON journey.sequence_enrollments (business_id, next_run_at, id) WHERE status = 'active';
+
 -- ===== every table in pg_dump (issue 11; keep this section last) =====
 -- pg_dump and pg_dumpall keep every row of every table and the position of
 -- every identity sequence.  Loading the dump replays nothing: see
