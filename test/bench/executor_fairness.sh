@@ -95,6 +95,7 @@ for round in $(seq "$ROUNDS"); do
         if [ $variant = base ]; then tree=$dir/base; else tree=$src; fi
         make -C "$tree" -s PG_CONFIG="$PG_CONFIG" install >/dev/null
         rm -rf "$dir/data"
+        [ "$(id -u)" = 0 ] && chown -R postgres: "$dir"
         run "$bin/initdb" -D "$dir/data" -A trust -U postgres >/dev/null
         cat >> "$dir/data/postgresql.conf" <<CONF
 port = $port
@@ -103,7 +104,6 @@ unix_socket_directories = '$dir'
 shared_buffers = 512MB
 max_wal_size = 4GB
 CONF
-        [ "$(id -u)" = 0 ] && chown -R postgres: "$dir"
         run "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w start >/dev/null
         for nb in 1 "$NBIZ"; do
             load "tpl_$nb" "$nb"
