@@ -8,7 +8,7 @@
 #
 #   PG_CONFIG=... bash test/bench/executor_fairness.sh
 #
-# Settings: N (default 20000), NBIZ (100), BATCHES ("20000 1000": W1 takes
+# Settings: N (default 20000), NBIZ (100; 1 runs only the one-business case), BATCHES ("20000 1000": W1 takes
 # the whole N in one call, pg_cron's default is 1000), ROUNDS (2: builds
 # alternate this many times, two timed copies each).  It runs `make install`
 # into PG_CONFIG's installation (a private server copy, never the system's)
@@ -21,6 +21,8 @@ NBIZ=${NBIZ:-100}
 BATCHES=${BATCHES:-"$N 1000"}
 ROUNDS=${ROUNDS:-2}
 BASE=${BASE:-main}
+sizes=1
+[ "$NBIZ" = 1 ] || sizes="1 $NBIZ"
 bin=$("$PG_CONFIG" --bindir)
 T='2027-01-12 15:00:00+00'
 dir=$(mktemp -d /tmp/journey-bench-execfair.XXXXXX)
@@ -105,7 +107,7 @@ shared_buffers = 512MB
 max_wal_size = 4GB
 CONF
         run "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w start >/dev/null
-        for nb in 1 "$NBIZ"; do
+        for nb in $sizes; do
             load "tpl_$nb" "$nb"
             for batch in $BATCHES; do
                 for copy in 1 2; do
@@ -123,7 +125,7 @@ done
 
 echo
 echo "advance_due_enrollments until 0 over $((N * 10)) enrollments, $N due (ms; min / median of $((ROUNDS * 2)))"
-for nb in 1 "$NBIZ"; do
+for nb in $sizes; do
     for batch in $BATCHES; do
         for variant in base tree; do
             awk -v v=$variant -v nb="$nb" -v b="$batch" '$1 == v && $2 == nb && $3 == b { print $4 }' \
