@@ -823,6 +823,11 @@ SELECT e.business_id, e.customer_id, e.sequence_id, e.id,
           AND l.step_index OPERATOR(pg_catalog.=) m.step_index
           AND l.outcome OPERATOR(pg_catalog.<>) 'moved'
         ORDER BY l.id DESC LIMIT 1) mv ON true;
+-- ===== executor fairness (issue 12) =====
+-- The executor's fair claim (src/executor_sql.c): each business's own due
+-- enrollments, oldest first, from where the previous round left off.
+CREATE INDEX sequence_enrollments_business_due_idx
+    ON journey.sequence_enrollments (business_id, next_run_at, id) WHERE status = 'active';
 
 -- ===== every table in pg_dump (issue 11; keep this section last) =====
 -- pg_dump and pg_dumpall keep every row of every table and the position of

@@ -7,18 +7,23 @@
  *
  * One call is set-based from end to end:
  *
- *	 1. claim: one statement locks up to p_batch_size due enrollments
- *		(FOR UPDATE SKIP LOCKED, so concurrent callers take disjoint sets and
- *		never wait on each other) and fetches with them everything a step
- *		needs: addresses, suppression flags, the recipient's zone and the
- *		columns of the template context;
+ *	 1. claim: up to p_batch_size due enrollments, shared fairly across
+ *		businesses (round-robin, each business's oldest first: a backlog,
+ *		back-dated or not, gets its share and no more), locked FOR UPDATE
+ *		SKIP LOCKED, so concurrent callers take disjoint sets and never
+ *		wait on each other, with everything a step needs: addresses,
+ *		suppression flags, the recipient's zone and the columns of the
+ *		template context.  The rows their writes will reference are held
+ *		FOR KEY SHARE SKIP LOCKED: no wait on a tenant's locks;
  *	 2. load: one statement loads the steps of the sequences involved; each
  *		step is compiled once per call (definition.c: its templates, its
  *		branch condition);
  *	 3. for sequences with rate limits, one statement locks them (in id
- *		order: concurrent callers serialize per sequence, never deadlock)
- *		and one reads their rolling windows from journey.messages; for
- *		branches on events, one statement finds the events of the batch;
+ *		order, SKIP LOCKED: concurrent callers serialize per sequence and
+ *		never wait; the enrollments of a sequence another transaction holds,
+ *		a tenant's included, are left for the next call) and one reads
+ *		their rolling windows from journey.messages; for branches on
+ *		events, one statement finds the events of the batch;
  *	 4. the state machine runs in memory, enrollment by enrollment (oldest
  *		due first), through as many zero-delay steps as it can, building
  *		an enrollment's template context only when a step needs it;
@@ -63,6 +68,8 @@
 #include "optout.h"
 
 PG_FUNCTION_INFO_V1(journey_advance_due_enrollments);
+
+bool		journey_executor_left_locked = false;
 
 /* ---------- column batches: the rows a call's statements apply ---------- */
 
@@ -914,6 +921,25 @@ run_isolated(ExecState *st, ExecEnrollment *ens, uint64 n)
 	exec_apply(st);
 }
 
+/*
+ * Leaves out the enrollments of sequences another transaction holds (their
+ * rate windows could not be read safely): they stay as they are, locked by
+ * this call until it ends and due for the next.  Keeps the order; returns
+ * how many remain.
+ */
+static uint64
+drop_busy(ExecEnrollment *ens, uint64 n)
+{
+	uint64		kept = 0;
+
+	for (uint64 i = 0; i < n; i++)
+		if (!ens[i].seq->busy)
+			ens[kept++] = ens[i];
+	if (kept < n)
+		journey_executor_left_locked = true;
+	return kept;
+}
+
 /* ---------- the SQL function ---------- */
 
 Datum
@@ -966,6 +992,7 @@ journey_executor_run(int32 batch_size, TimestampTz as_of, Datum only_enrollment)
 	oldcxt = MemoryContextSwitchTo(callcxt);
 
 	memset(&st, 0, sizeof(st));
+	journey_executor_left_locked = false;
 	st.as_of = as_of;
 	st.only_enrollment = only_enrollment;
 	hctl.keysize = UUID_LEN;
@@ -1001,6 +1028,14 @@ journey_executor_run(int32 batch_size, TimestampTz as_of, Datum only_enrollment)
 	/* 2, 3: steps, rate windows, events */
 	exec_load_sequences(&st);
 	exec_load_rate_windows(&st);
+	nclaimed = drop_busy(ens, nclaimed);
+	if (nclaimed == 0)
+	{
+		MemoryContextSwitchTo(oldcxt);
+		SPI_finish();
+		MemoryContextDelete(callcxt);
+		return 0;
+	}
 	exec_load_events(&st, ens, (int) nclaimed);
 
 	/*

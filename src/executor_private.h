@@ -36,6 +36,7 @@ typedef struct ExecSequence
 	int32		rate_per_day;
 	bool		has_sends;
 	bool		limited;		/* has sends and a limit: windows loaded */
+	bool		busy;			/* limited, but locked by another: not run */
 	List	   *event_types;	/* tested by its branches */
 	int			nversions;		/* those its claimed enrollments are on */
 	ExecVersion *versions;

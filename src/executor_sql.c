@@ -26,6 +26,7 @@
 static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr claim_plan_before_0_3 = NULL;
 static SPIPlanPtr claim_one_plan = NULL;
+static SPIPlanPtr due_businesses_plan = NULL;
 static SPIPlanPtr steps_plan = NULL;
 static SPIPlanPtr lock_plan = NULL;
 static SPIPlanPtr rate_plan = NULL;
@@ -38,8 +39,18 @@ static SPIPlanPtr log_plan = NULL;
  * The claim.  Paused sequences' enrollments are left where they are.  The
  * context is built here, once per enrollment, in the shape render_template
  * documents.  search_path is pinned by the function's declaration.
+ *
+ * The customer, business and sequence rows are held FOR KEY SHARE, skipping
+ * an enrollment whose row someone holds FOR UPDATE (an application's SELECT
+ * ... FOR UPDATE, a tenant's DELETE in an open transaction): the foreign-key
+ * checks of the messages and counters written later then find the lock
+ * already taken and never wait on a tenant.  Such an enrollment stays
+ * locked by this call, untouched, and is due again for the next one.
+ *
+ * CLAIM_SQL's FROM is one of two: CLAIM_FAIR, a round of the fair claim
+ * (exec_claim), or CLAIM_ONE, one enrollment for journey.simulate.
  */
-#define CLAIM_SQL(VERSION_COLUMN, FILTER) \
+#define CLAIM_SQL(VERSION_COLUMN, FROM) \
 "SELECT k.id, k.business_id, k.sequence_id, k.customer_id," \
 "       k.current_step_index, k.enrolled_at, k.trigger_event_id, k.next_run_at," \
 "       k.meta, c.email, c.phone, COALESCE(c.timezone, b.timezone)," \
@@ -52,31 +63,66 @@ static SPIPlanPtr log_plan = NULL;
 "       c.full_name, c.timezone, c.external_id, c.attributes," \
 "       b.name, b.email, b.phone, b.google_review_url, b.timezone," \
 "       k.sequence_version" \
-"  FROM (" \
-"  SELECT e.id, e.business_id, e.sequence_id, e.customer_id," \
-"         e.current_step_index, e.enrolled_at, e.trigger_event_id, e.meta," \
-"         e.next_run_at, " VERSION_COLUMN \
-"    FROM journey.sequence_enrollments e" \
-"   WHERE e.status = 'active' AND e.next_run_at <= $2" FILTER \
-"     AND EXISTS (SELECT FROM journey.sequences s" \
-"                  WHERE s.id = e.sequence_id AND s.status = 'active')" \
-"   ORDER BY e.next_run_at" \
-"   LIMIT $1" \
-"     FOR UPDATE OF e SKIP LOCKED) k" \
+"  FROM (" FROM(VERSION_COLUMN) ") k" \
 "  JOIN journey.customers c ON c.id = k.customer_id" \
-"  JOIN journey.businesses b ON b.id = k.business_id"
+"  JOIN journey.businesses b ON b.id = k.business_id" \
+"  JOIN journey.sequences s ON s.id = k.sequence_id" \
+"   FOR KEY SHARE OF c, b, s SKIP LOCKED"
 
-static const char *claim_sql = CLAIM_SQL("e.sequence_version", "");
+#define CLAIM_COLUMNS(VERSION_COLUMN) \
+"SELECT e.id, e.business_id, e.sequence_id, e.customer_id," \
+"       e.current_step_index, e.enrolled_at, e.trigger_event_id, e.meta," \
+"       e.next_run_at, " VERSION_COLUMN \
+"  FROM journey.sequence_enrollments e" \
+" WHERE e.status = 'active' AND e.next_run_at <= $2" \
+"   AND EXISTS (SELECT FROM journey.sequences s" \
+"                WHERE s.id = e.sequence_id AND s.status = 'active')"
+
+/*
+ * One round of the fair claim: each business of $3 takes up to its share
+ * ($4) of its own due enrollments, oldest first, after the key ($5, $6)
+ * where the previous round left it ($1, the batch, is not used: the shares
+ * add up to at most what is left of it); one index probe per business
+ * (sequence_enrollments_business_due_idx), so no business's backlog is read
+ * beyond its share.
+ */
+#define CLAIM_FAIR(VERSION_COLUMN) \
+"  SELECT e.* FROM unnest($3::uuid[], $4::integer[], $5::timestamptz[], $6::uuid[])" \
+"       AS q(business_id, share, after_at, after_id)" \
+"  CROSS JOIN LATERAL (" CLAIM_COLUMNS(VERSION_COLUMN) \
+"     AND e.business_id = q.business_id" \
+"     AND (e.next_run_at, e.id) > (q.after_at, q.after_id)" \
+"   ORDER BY e.next_run_at, e.id" \
+"   LIMIT q.share" \
+"     FOR UPDATE OF e SKIP LOCKED) e"
+
+/* Enrollment $3, when due ($1 is 1). */
+#define CLAIM_ONE(VERSION_COLUMN) \
+CLAIM_COLUMNS(VERSION_COLUMN) " AND e.id = $3 LIMIT $1 FOR UPDATE OF e SKIP LOCKED"
+
+static const char *claim_sql = CLAIM_SQL("e.sequence_version", CLAIM_FAIR);
 
 /*
  * The same claim for a schema older than 0.3 (the new library runs before
  * ALTER EXTENSION UPDATE): every enrollment is on version 1, and there are
  * no step counters to add to.
  */
-static const char *claim_sql_before_0_3 = CLAIM_SQL("1 AS sequence_version", "");
+static const char *claim_sql_before_0_3 = CLAIM_SQL("1 AS sequence_version", CLAIM_FAIR);
 
 /* One enrollment only: journey.simulate's (simulate.c). */
-static const char *claim_one_sql = CLAIM_SQL("e.sequence_version", " AND e.id = $3");
+static const char *claim_one_sql = CLAIM_SQL("e.sequence_version", CLAIM_ONE);
+
+/*
+ * The businesses with due enrollments, the one with the oldest first: the
+ * order in which the claim hands out what does not divide evenly.  One
+ * index probe per business.
+ */
+static const char *due_businesses_sql =
+"SELECT b.id FROM journey.businesses b"
+" CROSS JOIN LATERAL (SELECT e.next_run_at FROM journey.sequence_enrollments e"
+"   WHERE e.business_id = b.id AND e.status = 'active' AND e.next_run_at <= $1"
+"   ORDER BY e.next_run_at LIMIT 1) d"
+" ORDER BY d.next_run_at, b.id";
 
 /* steps_sql's columns (1-based) */
 typedef enum StepsCol
@@ -122,9 +168,14 @@ static const char *steps_sql =
 " WHERE s.id = ANY ($1)"
 " ORDER BY s.id, st.version, st.step_index";
 
+/*
+ * SKIP LOCKED: a sequence row someone else holds (another executor filling
+ * the same window, update_sequence writing a new version, a tenant's open
+ * UPDATE) is not waited for; its enrollments are left for a later call.
+ */
 static const char *lock_sql =
 "SELECT s.id FROM journey.sequences s WHERE s.id = ANY ($1)"
-" ORDER BY s.id FOR NO KEY UPDATE";
+" ORDER BY s.id FOR NO KEY UPDATE SKIP LOCKED";
 
 static const char *rate_sql =
 "SELECT m.sequence_id, m.send_after"
@@ -300,9 +351,12 @@ exec_load_sequences(ExecState *st)
 }
 
 /*
- * Locks the rate-limited sequences (id order, so concurrent executors
- * queue up per sequence instead of both filling the same window) and
- * loads the send times their windows count.
+ * Locks the rate-limited sequences and loads the send times their windows
+ * count.  The lock serialises the executors (the sender's and pg_cron's)
+ * per sequence: the one that holds it reads a window that counts every
+ * message the previous holder committed.  One it cannot take at once is
+ * marked busy: its enrollments wait for the next call, untouched, and
+ * every other sequence of the call goes on.
  */
 void
 exec_load_rate_windows(ExecState *st)
@@ -323,10 +377,29 @@ exec_load_rate_windows(ExecState *st)
 	hash_seq_init(&hs, st->sequences);
 	while ((seq = hash_seq_search(&hs)) != NULL)
 	{
-		if (!seq->has_sends || (seq->rate_per_hour == 0 && seq->rate_per_day == 0))
+		if (seq->busy || !seq->has_sends ||
+			(seq->rate_per_hour == 0 && seq->rate_per_day == 0))
 			continue;
 		seq->limited = true;
+		seq->busy = true;		/* until the lock is ours */
 		journey_rate_init(&seq->rate, seq->rate_per_hour, seq->rate_per_day);
+		ids[n++] = UUIDPGetDatum(&seq->id);
+	}
+	if (n == 0)
+		return;
+
+	args[0] = uuid_array(ids, n);
+	run_plan(journey_keep_plan(&lock_plan, lock_sql, 1, lock_types), args, NULL,
+			 SPI_OK_SELECT);
+	tt = SPI_tuptable;
+	n = 0;
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		Datum		id = SPI_getbinval(tt->vals[r], tt->tupdesc, 1, &isnull);
+
+		seq = hash_search(st->sequences, DatumGetUUIDP(id), HASH_FIND, NULL);
+		seq->busy = false;
 		biz[n] = UUIDPGetDatum(&seq->business_id);
 		ids[n] = UUIDPGetDatum(&seq->id);
 		since[n] = TimestampTzGetDatum(st->as_of -
@@ -335,10 +408,6 @@ exec_load_rate_windows(ExecState *st)
 	}
 	if (n == 0)
 		return;
-
-	args[0] = uuid_array(ids, n);
-	run_plan(journey_keep_plan(&lock_plan, lock_sql, 1, lock_types), args, NULL,
-			 SPI_OK_SELECT);
 
 	args[0] = uuid_array(biz, n);
 	args[1] = uuid_array(ids, n);
@@ -532,40 +601,193 @@ exec_find_version(ExecSequence *seq, int32 version)
 	return ver;
 }
 
+/* A business in the fair claim: its share of a round and where it stands. */
+typedef struct ClaimShare
+{
+	pg_uuid_t	business_id;	/* hash key */
+	int32		share;			/* this round's; 0: none this round */
+	int32		got;
+	TimestampTz after_at;		/* the key of the last enrollment it got */
+	pg_uuid_t	after_id;
+} ClaimShare;
+
+/*
+ * Rounds of the fair claim at most: each gives what is left of the batch to
+ * the businesses that used all of their share, so a few rounds fill it.
+ */
+#define CLAIM_MAX_ROUNDS 8
+
+/* Runs one claim statement and adds its rows to tups. */
+static void
+claim_run(SPIPlanPtr plan, Datum *args, HeapTuple *tups, uint64 *ntups, ExecState *st)
+{
+	run_plan(plan, args, NULL, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		return;
+	st->claim_desc = SPI_tuptable->tupdesc;
+	for (uint64 r = 0; r < SPI_processed; r++)
+		tups[(*ntups)++] = SPI_tuptable->vals[r];
+}
+
+/*
+ * The fair claim: round-robin over the businesses with due work.  A round
+ * splits what is left of the batch evenly among the businesses still in
+ * play (the remainder, and the single slots when there are more businesses
+ * than slots, to those that have waited longest), each taking its own
+ * oldest first; a business that used all of its share stays in play for
+ * the next round, one that did not is done.  One business alone gets the
+ * whole batch; a tenant that back-dates a backlog gets its share, no more.
+ * Reads are bounded by index probes: one per business, then its share.
+ */
+static uint64
+claim_fair(ExecState *st, SPIPlanPtr plan, int32 batch_size, HeapTuple *tups)
+{
+	Oid			due_types[1] = {TIMESTAMPTZOID};
+	Datum		due_args[1] = {TimestampTzGetDatum(st->as_of)};
+	HASHCTL		hctl;
+	HTAB	   *by_id;
+	ClaimShare **play;
+	ClaimShare **next;
+	int			nplay;
+	int32		left = batch_size;
+	uint64		ntups = 0;
+	pg_uuid_t	zero_id;
+
+	run_plan(journey_keep_plan(&due_businesses_plan, due_businesses_sql, 1, due_types),
+			 due_args, NULL, SPI_OK_SELECT);
+	nplay = (int) SPI_processed;
+	if (nplay == 0)
+		return 0;
+	memset(&zero_id, 0, sizeof(zero_id));
+	hctl.keysize = UUID_LEN;
+	hctl.entrysize = sizeof(ClaimShare);
+	hctl.hcxt = CurrentMemoryContext;
+	by_id = hash_create("journey executor claim shares", nplay, &hctl,
+						HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	play = palloc(sizeof(ClaimShare *) * nplay);
+	next = palloc(sizeof(ClaimShare *) * nplay);
+	for (int i = 0; i < nplay; i++)
+	{
+		bool		isnull;
+		Datum		id = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+		ClaimShare *b = hash_search(by_id, DatumGetUUIDP(id), HASH_ENTER, NULL);
+
+		b->after_at = DT_NOBEGIN;
+		b->after_id = zero_id;
+		play[i] = b;
+	}
+	SPI_freetuptable(SPI_tuptable);
+
+	for (int round = 0; round < CLAIM_MAX_ROUNDS && left > 0 && nplay > 0; round++)
+	{
+		int			nshares = Min(nplay, left);
+		Datum	   *ids = palloc(sizeof(Datum) * nshares);
+		Datum	   *shares = palloc(sizeof(Datum) * nshares);
+		Datum	   *after_at = palloc(sizeof(Datum) * nshares);
+		Datum	   *after_id = palloc(sizeof(Datum) * nshares);
+		Datum		args[6];
+		uint64		from = ntups;
+		int			nnext = 0;
+
+		for (int i = 0; i < nplay; i++)
+		{
+			ClaimShare *b = play[i];
+
+			b->got = 0;
+			b->share = i < nshares ? left / nshares + (i < left % nshares) : 0;
+			if (b->share == 0)
+				continue;
+			ids[i] = UUIDPGetDatum(&b->business_id);
+			shares[i] = Int32GetDatum(b->share);
+			after_at[i] = TimestampTzGetDatum(b->after_at);
+			after_id[i] = UUIDPGetDatum(&b->after_id);
+		}
+		args[0] = Int64GetDatum(batch_size);
+		args[1] = TimestampTzGetDatum(st->as_of);
+		args[2] = uuid_array(ids, nshares);
+		args[3] = PointerGetDatum(construct_array(shares, nshares, INT4OID, sizeof(int32),
+												  true, TYPALIGN_INT));
+		args[4] = PointerGetDatum(construct_array(after_at, nshares, TIMESTAMPTZOID,
+												  sizeof(TimestampTz), FLOAT8PASSBYVAL,
+												  TYPALIGN_DOUBLE));
+		args[5] = uuid_array(after_id, nshares);
+		claim_run(plan, args, tups, &ntups, st);
+
+		for (uint64 r = from; r < ntups; r++)
+		{
+			bool		isnull;
+			pg_uuid_t  *biz = DatumGetUUIDP(SPI_getbinval(tups[r], st->claim_desc,
+														  CLAIM_BUSINESS_ID, &isnull));
+			pg_uuid_t  *id = DatumGetUUIDP(SPI_getbinval(tups[r], st->claim_desc,
+														 CLAIM_ID, &isnull));
+			TimestampTz at = DatumGetTimestampTz(SPI_getbinval(tups[r], st->claim_desc,
+															   CLAIM_NEXT_RUN_AT, &isnull));
+			ClaimShare *b = hash_search(by_id, biz, HASH_FIND, NULL);
+
+			if (b == NULL)
+				elog(ERROR, "journey executor claimed for a business it did not ask for");
+			b->got++;
+			if (at > b->after_at ||
+				(at == b->after_at && memcmp(id, &b->after_id, UUID_LEN) > 0))
+			{
+				b->after_at = at;
+				b->after_id = *id;
+			}
+		}
+		left -= (int32) (ntups - from);
+
+		/* Next: first those that had no share, then those that used theirs. */
+		for (int i = nshares; i < nplay; i++)
+			next[nnext++] = play[i];
+		for (int i = 0; i < nshares; i++)
+			if (play[i]->got == play[i]->share)
+				next[nnext++] = play[i];
+		memcpy(play, next, sizeof(ClaimShare *) * nnext);
+		nplay = nnext;
+	}
+	return ntups;
+}
+
 uint64
 exec_claim(ExecState *st, int32 batch_size, ExecEnrollment **ens_out)
 {
-	Oid			claim_types[3] = {INT8OID, TIMESTAMPTZOID, UUIDOID};
-	Datum		claim_args[3];
-	SPITupleTable *claimed;
-	uint64		nclaimed;
+	Oid			claim_types[6] = {INT8OID, TIMESTAMPTZOID, UUIDARRAYOID, INT4ARRAYOID,
+	TIMESTAMPTZARRAYOID, UUIDARRAYOID};
+	Oid			one_types[3] = {INT8OID, TIMESTAMPTZOID, UUIDOID};
+	HeapTuple  *tups;
+	uint64		nclaimed = 0;
 	ExecEnrollment *ens;
 
-	claim_args[0] = Int64GetDatum(batch_size);
-	claim_args[1] = TimestampTzGetDatum(st->as_of);
 	st->schema_0_3 = journey_schema_has_versions();
-	claim_args[2] = st->only_enrollment;
-	if (st->only_enrollment != (Datum) 0)
-		run_plan(journey_keep_plan(&claim_one_plan, claim_one_sql, 3, claim_types), claim_args,
-				 NULL, SPI_OK_SELECT);
-	else if (st->schema_0_3)
-		run_plan(journey_keep_plan(&claim_plan, claim_sql, 2, claim_types), claim_args, NULL,
-				 SPI_OK_SELECT);
-	else
-		run_plan(journey_keep_plan(&claim_plan_before_0_3, claim_sql_before_0_3, 2,
-								   claim_types), claim_args, NULL, SPI_OK_SELECT);
-	claimed = SPI_tuptable;
-	nclaimed = SPI_processed;
 	*ens_out = NULL;
+	if (st->only_enrollment != (Datum) 0)
+	{
+		Datum		args[3];
+
+		args[0] = Int64GetDatum(1);
+		args[1] = TimestampTzGetDatum(st->as_of);
+		args[2] = st->only_enrollment;
+		tups = palloc(sizeof(HeapTuple));
+		claim_run(journey_keep_plan(&claim_one_plan, claim_one_sql, 3, one_types), args,
+				  tups, &nclaimed, st);
+	}
+	else
+	{
+		tups = palloc(sizeof(HeapTuple) * batch_size);
+		nclaimed = claim_fair(st, st->schema_0_3 ?
+							  journey_keep_plan(&claim_plan, claim_sql, 6, claim_types) :
+							  journey_keep_plan(&claim_plan_before_0_3, claim_sql_before_0_3, 6,
+												claim_types),
+							  batch_size, tups);
+	}
 	if (nclaimed == 0)
 		return 0;
 
-	st->claim_desc = claimed->tupdesc;
 	ens = palloc0(sizeof(ExecEnrollment) * nclaimed);
 	for (uint64 i = 0; i < nclaimed; i++)
 	{
-		HeapTuple	tup = claimed->vals[i];
-		TupleDesc	desc = claimed->tupdesc;
+		HeapTuple	tup = tups[i];
+		TupleDesc	desc = st->claim_desc;
 		ExecEnrollment *en = &ens[i];
 		bool		isnull;
 		bool		found;

@@ -308,6 +308,12 @@ extern void journey_sender_wake_at_commit(void);
  * if) it commits, the sender of this database runs the executor.
  */
 extern void journey_note_enrollment_due(void);
+/*
+ * executor.c: whether the last executor call in this backend left due
+ * enrollments of a sequence another transaction held (the sender's
+ * executor tries again shortly rather than at the next poll).
+ */
+extern bool journey_executor_left_locked;
 /* launcher.c: shared memory, the launcher worker, the DROP DATABASE hook. */
 extern void journey_sender_register(void);
 /* worker.c: the sender's main loop. */

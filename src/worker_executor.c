@@ -205,6 +205,10 @@ run_pass(void)
 			elog(ERROR, "journey sender could not look up the next due enrollment");
 		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 		next_pass_at = isnull ? poll_at : Min(DatumGetTimestampTz(d), poll_at);
+		/* Some were left because another transaction held their sequence. */
+		if (journey_executor_left_locked)
+			next_pass_at = Min(next_pass_at,
+							   TimestampTzPlusMilliseconds(as_of, PASS_RETRY_MIN_MS));
 	}
 	end_pass();
 	return advanced;

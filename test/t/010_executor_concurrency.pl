@@ -137,11 +137,13 @@ is($node->safe_psql('postgres', $crash_state), '30000 first, 0 second, 30000 at 
 	'before the crash: everyone waits at step 2');
 
 # Step 3 for everyone, in one call, killed by an immediate shutdown after
-# it has written its messages: another session holds the business row, so
-# the call waits in the foreign-key check at the end of its INSERT into
-# journey.messages, with 30000 rows written and not committed.
+# it has written its messages: another session holds the log table, so
+# the call waits in its INSERT into journey.enrollment_log, right after the
+# one into journey.messages, with 30000 messages written and not committed.
+# (A row the call needs would not do: the executor skips the enrollments
+# of a row someone holds.)
 my $holder = $node->background_psql('postgres');
-$holder->query_safe(q{BEGIN; SELECT id FROM journey.businesses FOR UPDATE;});
+$holder->query_safe(q{BEGIN; LOCK TABLE journey.enrollment_log IN EXCLUSIVE MODE;});
 my ($out, $err) = ('', '');
 my $h = IPC::Run::start(
 	[ 'psql', '-X', '-At', '-d', $node->connstr('postgres'), '-c',
