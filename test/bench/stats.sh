@@ -102,7 +102,12 @@ out=$( (echo "SET ROLE bench_member;"; cat "$WORK/time.sql") | cluster_psql)
 echo "step_stats, member:     $(echo "$out" | best 1 5) ms"
 echo "sequence_stats, member: $(echo "$out" | best 6 10) ms"
 cluster_psql -c "SELECT step_index, kind, reached, queued, sent, delivered, failed, skipped, deferred, stopped_here FROM journey.step_stats WHERE sequence_id = '$seq' ORDER BY step_index"
-cluster_psql -c "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) SELECT * FROM journey.step_stats WHERE sequence_id = '$seq'" | grep -E "Scan|Execution"
+if [ "${STATS_EXPLAIN:-0}" = 1 ]; then
+    cluster_psql -c "EXPLAIN (ANALYZE, BUFFERS) SELECT * FROM journey.step_stats WHERE sequence_id = '$seq'"
+    cluster_psql -c "EXPLAIN (ANALYZE, BUFFERS) SELECT * FROM journey.sequence_stats WHERE sequence_id = '$seq'"
+else
+    cluster_psql -c "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) SELECT * FROM journey.step_stats WHERE sequence_id = '$seq'" | grep -E "Scan|Execution"
+fi
 say "== simulate: the review-request journey over 30 days (best of 5, ms)"
 cat > "$WORK/sim.sql" <<SQL
 \timing on
