@@ -538,14 +538,32 @@ CREATE INDEX sequence_steps_wait_until_idx
     ON journey.sequence_steps (business_id, (branch_config OPERATOR(pg_catalog.->>) 'event'))
     WHERE kind = 'wait_until';
 
--- One journey's enrollments by state and step: what sequence_stats,
--- stopped_here and the first step's reached count read.
-CREATE INDEX sequence_enrollments_sequence_idx
-    ON journey.sequence_enrollments (sequence_id, sequence_version, status, current_step_index);
-
--- One journey's messages by step, for the funnel: without it, reading one
--- journey's funnel scans every business's messages.
-CREATE INDEX messages_sequence_step_idx ON journey.messages (sequence_id, step_index);
+-- The version of the journey that wrote the message (the executor sets it
+-- from the enrollment): with it the funnel counts a step's messages from
+-- journey.messages alone instead of joining every message to its
+-- enrollment.  Null on messages not written by a journey.
+ALTER TABLE journey.messages ADD COLUMN sequence_version integer;
+-- Messages written before 0.3 are all of version 1 (the only version
+-- there was); taken from the enrollment all the same, so the funnel counts
+-- each message under the version its enrollment is on.
+UPDATE journey.messages m
+   SET sequence_version = COALESCE(e.sequence_version, 1)
+  FROM journey.sequence_enrollments e
+ WHERE e.id OPERATOR(pg_catalog.=) m.enrollment_id;
+UPDATE journey.messages
+   SET sequence_version = 1
+ WHERE sequence_id IS NOT NULL AND sequence_version IS NULL;
+-- What the views read, so that one journey's stats are index-only scans
+-- of its own rows: every column they count is in the index.  business_id
+-- comes second so that a member's row-level security condition is an index
+-- condition, evaluated once per scan, rather than a filter calling
+-- member_business_ids() for every row.
+CREATE INDEX sequence_enrollments_stats_idx
+    ON journey.sequence_enrollments (sequence_id, business_id, sequence_version, status,
+                                     current_step_index) INCLUDE (stop_reason);
+CREATE INDEX messages_stats_idx
+    ON journey.messages (sequence_id, business_id, sequence_version, step_index, status,
+                         delivery_status);
 
 -- The funnel of every step.  reached: enrollments that arrived at the
 -- step (every enrollment of a version arrives at its first step; the
@@ -553,7 +571,9 @@ CREATE INDEX messages_sequence_step_idx ON journey.messages (sequence_id, step_i
 -- the step's messages by what journey.messages says of them now; skipped,
 -- deferred: the step's skipped_* and deferred_* decisions; stopped_here:
 -- enrollments stopped while at the step.  A filter on sequence_id reaches
--- every part through an index (the planner pushes it into each group).
+-- every part through an index (the planner pushes it into each group);
+-- the groups name business_id, which sequence_id determines, so that they
+-- follow the order of the indexes above.
 CREATE VIEW journey.step_stats WITH (security_invoker = true) AS
 SELECT st.business_id, st.sequence_id, st.version, st.step_index, st.kind,
        COALESCE(c.reached, 0) OPERATOR(pg_catalog.+)
@@ -582,26 +602,24 @@ SELECT st.business_id, st.sequence_id, st.version, st.step_index, st.kind,
    AND c.step_index OPERATOR(pg_catalog.=) st.step_index
   LEFT JOIN (SELECT e.sequence_id, e.sequence_version, pg_catalog.count(*) AS enrolled
                FROM journey.sequence_enrollments e
-              GROUP BY e.sequence_id, e.sequence_version) t
+              GROUP BY e.sequence_id, e.business_id, e.sequence_version) t
     ON t.sequence_id OPERATOR(pg_catalog.=) st.sequence_id
    AND t.sequence_version OPERATOR(pg_catalog.=) st.version
   LEFT JOIN (SELECT e.sequence_id, e.sequence_version, e.current_step_index,
                     pg_catalog.count(*) AS stopped_here
                FROM journey.sequence_enrollments e
               WHERE e.status OPERATOR(pg_catalog.=) 'stopped'
-              GROUP BY e.sequence_id, e.sequence_version, e.current_step_index) h
+              GROUP BY e.sequence_id, e.business_id, e.sequence_version, e.current_step_index) h
     ON h.sequence_id OPERATOR(pg_catalog.=) st.sequence_id
    AND h.sequence_version OPERATOR(pg_catalog.=) st.version
    AND h.current_step_index OPERATOR(pg_catalog.=) st.step_index
-  LEFT JOIN (SELECT ms.sequence_id, e.sequence_version, ms.step_index,
+  LEFT JOIN (SELECT ms.sequence_id, ms.sequence_version, ms.step_index,
                     pg_catalog.count(*) AS queued,
                     pg_catalog.count(*) FILTER (WHERE ms.status OPERATOR(pg_catalog.=) 'sent') AS sent,
                     pg_catalog.count(*) FILTER (WHERE ms.delivery_status OPERATOR(pg_catalog.=) 'delivered') AS delivered,
                     pg_catalog.count(*) FILTER (WHERE ms.status OPERATOR(pg_catalog.=) 'failed') AS failed
-               FROM journey.sequence_enrollments e
-               JOIN journey.messages ms ON ms.enrollment_id OPERATOR(pg_catalog.=) e.id
-                AND ms.sequence_id OPERATOR(pg_catalog.=) e.sequence_id
-              GROUP BY ms.sequence_id, e.sequence_version, ms.step_index) m
+               FROM journey.messages ms
+              GROUP BY ms.sequence_id, ms.business_id, ms.sequence_version, ms.step_index) m
     ON m.sequence_id OPERATOR(pg_catalog.=) st.sequence_id
    AND m.sequence_version OPERATOR(pg_catalog.=) st.version
    AND m.step_index OPERATOR(pg_catalog.=) st.step_index;
@@ -625,7 +643,7 @@ SELECT s.business_id, s.id AS sequence_id,
                     pg_catalog.count(*) FILTER (WHERE x.status OPERATOR(pg_catalog.=) 'stopped'
                         AND x.stop_reason OPERATOR(pg_catalog.~~) 'exit\_event:%') AS exited
                FROM journey.sequence_enrollments x
-              GROUP BY x.sequence_id) e
+              GROUP BY x.sequence_id, x.business_id) e
     ON e.sequence_id OPERATOR(pg_catalog.=) s.id;
 
 COMMENT ON VIEW journey.sequence_stats IS

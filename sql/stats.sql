@@ -81,40 +81,77 @@ SELECT step_index, kind, reached, queued, sent, delivered, failed, skipped, defe
   FROM journey.step_stats WHERE sequence_id = :'seq' ORDER BY step_index;
 SELECT enrolled, active, finished, stopped, exited FROM journey.sequence_stats WHERE sequence_id = :'seq';
 
--- Exact: each column equals the count computed from the base tables.
-SELECT bool_and(s.queued = (SELECT count(*) FROM journey.messages m
-                             WHERE m.sequence_id = s.sequence_id AND m.step_index = s.step_index)
-            AND s.sent = (SELECT count(*) FROM journey.messages m WHERE m.sequence_id = s.sequence_id
-                             AND m.step_index = s.step_index AND m.status = 'sent')
-            AND s.failed = (SELECT count(*) FROM journey.messages m WHERE m.sequence_id = s.sequence_id
-                             AND m.step_index = s.step_index AND m.status = 'failed')
-            AND s.delivered = (SELECT count(*) FROM journey.messages m WHERE m.sequence_id = s.sequence_id
-                             AND m.step_index = s.step_index AND m.delivery_status = 'delivered')
+-- A second version (issue 14): two more customers enrol on it and are
+-- thanked; c01..c12 keep version 1.  Each version has its own rows.
+INSERT INTO journey.customers (id, business_id, full_name, email)
+SELECT ('00000000-0000-0000-0000-0000000000' || i)::uuid, :'b1', 'Customer ' || i, 'c' || i || '@example.com'
+  FROM generate_series(13, 14) i;
+SELECT journey.update_sequence(:'seq', '{"name": "Review request", "status": "active",
+  "trigger_event_type": "invoice_paid", "exit_event_types": ["review_left"],
+  "quiet_hours": {"start": "21:00", "end": "08:00"},
+  "rate_per_hour": null, "rate_per_day": null,
+  "steps": [
+    {"kind": "send_email", "message": {"purpose": "thank_you", "subject": "Thanks again",
+      "body": "Thank you, {{customer.first_name}}."}},
+    {"kind": "wait", "wait_ms": 86400000},
+    {"kind": "send_email", "message": {"purpose": "review_request", "subject": "How did we do?",
+      "body": "{{review_link}}"}}]}') AS new_version;
+INSERT INTO journey.events (business_id, event_type, customer_id, occurred_at)
+SELECT :'b1', 'invoice_paid', ('00000000-0000-0000-0000-0000000000' || i)::uuid, '2027-01-15 12:30+00'
+  FROM generate_series(13, 14) i;
+SELECT journey.advance_due_enrollments(100, '2027-01-15 12:30+00') AS thanked_on_version_2;
+UPDATE journey.messages SET status = 'sent', sent_at = '2027-01-15 12:31+00'
+ WHERE sequence_version = 2;
+SELECT version, step_index, kind, reached, queued, sent, delivered, failed, skipped, deferred, stopped_here
+  FROM journey.step_stats WHERE sequence_id = :'seq' AND version = 2 ORDER BY step_index;
+-- The executor writes each message with its enrollment's version.
+SELECT count(*) AS journey_messages,
+       count(*) FILTER (WHERE m.sequence_version IS DISTINCT FROM e.sequence_version) AS wrong_version
+  FROM journey.messages m JOIN journey.sequence_enrollments e ON e.id = m.enrollment_id;
+
+-- Exact: each column equals the count computed from the base tables (the
+-- messages by their enrollment's version, not by the column the view reads).
+SELECT count(*) AS step_rows, bool_and(s.queued = (SELECT count(*) FROM journey.messages m
+                             JOIN journey.sequence_enrollments e ON e.id = m.enrollment_id
+                             WHERE e.sequence_id = s.sequence_id AND e.sequence_version = s.version
+                               AND m.step_index = s.step_index)
+            AND s.sent = (SELECT count(*) FROM journey.messages m
+                             JOIN journey.sequence_enrollments e ON e.id = m.enrollment_id
+                             WHERE e.sequence_id = s.sequence_id AND e.sequence_version = s.version
+                               AND m.step_index = s.step_index AND m.status = 'sent')
+            AND s.failed = (SELECT count(*) FROM journey.messages m
+                             JOIN journey.sequence_enrollments e ON e.id = m.enrollment_id
+                             WHERE e.sequence_id = s.sequence_id AND e.sequence_version = s.version
+                               AND m.step_index = s.step_index AND m.status = 'failed')
+            AND s.delivered = (SELECT count(*) FROM journey.messages m
+                             JOIN journey.sequence_enrollments e ON e.id = m.enrollment_id
+                             WHERE e.sequence_id = s.sequence_id AND e.sequence_version = s.version
+                               AND m.step_index = s.step_index AND m.delivery_status = 'delivered')
             AND s.skipped = (SELECT count(*) FROM journey.enrollment_log l
                                JOIN journey.sequence_enrollments e ON e.id = l.enrollment_id
-                              WHERE e.sequence_id = s.sequence_id AND l.step_index = s.step_index
+                              WHERE e.sequence_id = s.sequence_id AND e.sequence_version = s.version AND l.step_index = s.step_index
                                 AND l.outcome LIKE 'skipped\_%')
             AND s.deferred = (SELECT count(*) FROM journey.enrollment_log l
                                JOIN journey.sequence_enrollments e ON e.id = l.enrollment_id
-                              WHERE e.sequence_id = s.sequence_id AND l.step_index = s.step_index
+                              WHERE e.sequence_id = s.sequence_id AND e.sequence_version = s.version AND l.step_index = s.step_index
                                 AND l.outcome LIKE 'deferred\_%')
             AND s.stopped_here = (SELECT count(*) FROM journey.sequence_enrollments e
-                              WHERE e.sequence_id = s.sequence_id AND e.status = 'stopped'
+                              WHERE e.sequence_id = s.sequence_id AND e.sequence_version = s.version AND e.status = 'stopped'
                                 AND e.current_step_index = s.step_index)) AS step_stats_match_base_tables
   FROM journey.step_stats s WHERE s.sequence_id = :'seq';
 -- reached, from the log for the steps that log (all but the wait), and for
 -- the wait from where the enrollments stand or went after it (this journey
 -- reaches step 3 only through step 2).
 SELECT bool_and(s.reached = CASE s.step_index
-         WHEN 1 THEN (SELECT count(*) FROM journey.sequence_enrollments e WHERE e.sequence_id = s.sequence_id)
-         WHEN 2 THEN (SELECT count(*) FROM journey.sequence_enrollments e WHERE e.sequence_id = s.sequence_id
+         WHEN 1 THEN (SELECT count(*) FROM journey.sequence_enrollments e WHERE e.sequence_id = s.sequence_id AND e.sequence_version = s.version)
+         WHEN 2 THEN (SELECT count(*) FROM journey.sequence_enrollments e WHERE e.sequence_id = s.sequence_id AND e.sequence_version = s.version
                         AND (e.current_step_index >= 2 AND NOT (e.status = 'stopped' AND e.current_step_index = 1)))
          ELSE (SELECT count(DISTINCT l.enrollment_id) FROM journey.enrollment_log l
                  JOIN journey.sequence_enrollments e ON e.id = l.enrollment_id
-                WHERE e.sequence_id = s.sequence_id AND l.step_index = s.step_index
+                WHERE e.sequence_id = s.sequence_id AND e.sequence_version = s.version AND l.step_index = s.step_index
                   AND l.outcome <> 'stopped')
               + (SELECT count(*) FROM journey.sequence_enrollments e
-                  WHERE e.sequence_id = s.sequence_id AND e.current_step_index = s.step_index
+                  WHERE e.sequence_id = s.sequence_id AND e.sequence_version = s.version AND e.current_step_index = s.step_index
                     AND NOT EXISTS (SELECT FROM journey.enrollment_log l WHERE l.enrollment_id = e.id
                                       AND l.step_index = s.step_index AND l.outcome <> 'stopped'))
          END) AS reached_matches_log
@@ -141,7 +178,8 @@ $$;
 GRANT journey_user TO regress_stats_a, regress_stats_b;
 INSERT INTO journey.business_members VALUES (:'b1', 'regress_stats_a'), (:'b2', 'regress_stats_b');
 SET ROLE regress_stats_a;
-SELECT count(*) AS a_step_rows, sum(reached) AS a_reached FROM journey.step_stats;
+SELECT count(*) AS a_step_rows, sum(reached) AS a_reached, sum(queued) AS a_queued,
+       sum(sent) AS a_sent FROM journey.step_stats;
 SELECT count(*) AS a_journeys FROM journey.sequence_stats;
 RESET ROLE;
 SET ROLE regress_stats_b;

@@ -142,7 +142,9 @@ ORDER BY at, phase, ref_id;
 SELECT (SELECT bool_and(version = 1) FROM journey.sequences) AS sequences_v1,
        (SELECT bool_and(version = 1) FROM journey.sequence_steps) AS steps_v1,
        (SELECT bool_and(sequence_version = 1) FROM journey.sequence_enrollments) AS enrollments_v1,
-       (SELECT bool_and(sequence_version = 1) FROM journey.enrollment_log) AS log_v1;
+       (SELECT bool_and(sequence_version = 1) FROM journey.enrollment_log) AS log_v1,
+       (SELECT bool_and(sequence_version = 1) FROM journey.messages
+         WHERE sequence_id IS NOT NULL) AS messages_v1;
 
 -- The enrollment goes on under the new version of the extension, on its
 -- journey's version 1, also after a new journey version that keeps it.
@@ -155,6 +157,9 @@ SELECT journey.advance_due_enrollments(100, '2027-01-12 15:01+00') AS advanced;
 SELECT status, sequence_version, current_step_index FROM journey.sequence_enrollments;
 SELECT count(*) AS messages FROM journey.messages;
 SELECT step_index, outcome, sequence_version FROM journey.enrollment_log ORDER BY id;
+-- The message written under 0.2 is in its step's funnel.
+SELECT version, step_index, reached, queued FROM journey.step_stats
+ WHERE sequence_id = '00000000-0000-0000-0000-0000000000a1' ORDER BY version, step_index;
 
 -- Nothing to do from the newest version, and no path to an unknown one.
 SELECT pg_temp.try($$ALTER EXTENSION journey UPDATE TO '9.9'$$);

@@ -565,6 +565,7 @@ run_send(ExecState *st, ExecEnrollment *en, JourneyStep *step)
 	batch_set(&st->messages, row, MSG_ENROLLMENT_ID, en->id);
 	batch_set(&st->messages, row, MSG_SEQUENCE_ID, en->sequence_id);
 	batch_set(&st->messages, row, MSG_STEP_INDEX, Int32GetDatum(step->step_index));
+	batch_set(&st->messages, row, MSG_SEQUENCE_VERSION, Int32GetDatum(en->version));
 	batch_set(&st->messages, row, MSG_CUSTOMER_ID, en->customer_id);
 	batch_set(&st->messages, row, MSG_CHANNEL, email ? st->t_email : st->t_sms);
 	if (step->purpose)
@@ -982,7 +983,7 @@ journey_executor_run(int32 batch_size, TimestampTz as_of, Datum only_enrollment)
 	static const Oid update_cols[UPD_NCOLS] = {UUIDOID, INT4OID, TIMESTAMPTZOID, TEXTOID,
 	TIMESTAMPTZOID, TEXTOID};
 	static const Oid message_cols[MSG_NCOLS] = {UUIDOID, UUIDOID, UUIDOID, INT4OID, UUIDOID,
-	TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+	TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID};
 	static const Oid log_cols[LOG_NCOLS] = {UUIDOID, UUIDOID, INT4OID, TEXTOID, TEXTOID, INT4OID};
 
 	callcxt = AllocSetContextCreate(CurrentMemoryContext, "journey executor call",

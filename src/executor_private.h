@@ -107,6 +107,7 @@ typedef enum MessageCol
 	MSG_TO_ADDRESS,
 	MSG_SUBJECT,
 	MSG_BODY,
+	MSG_SEQUENCE_VERSION,
 	MSG_NCOLS
 } MessageCol;
 

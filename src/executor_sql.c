@@ -207,10 +207,11 @@ static const char *update_sql =
 static const char *messages_sql =
 "INSERT INTO journey.messages (business_id, enrollment_id, sequence_id,"
 "       step_index, customer_id, channel, message_purpose, to_address,"
-"       subject, body, send_after)"
-"SELECT u.*, $11"
+"       subject, body, sequence_version, send_after)"
+"SELECT u.*, $12"
 "  FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::integer[], $5::uuid[],"
-"              $6::text[], $7::text[], $8::text[], $9::text[], $10::text[]) AS u"
+"              $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],"
+"              $11::integer[]) AS u"
 "    ON CONFLICT (enrollment_id, step_index) DO NOTHING";
 
 static const char *log_sql =
@@ -528,14 +529,14 @@ exec_apply(ExecState *st)
 
 	if (st->messages.n > 0)
 	{
-		Oid			types[11] = {UUIDARRAYOID, UUIDARRAYOID, UUIDARRAYOID, INT4ARRAYOID,
+		Oid			types[12] = {UUIDARRAYOID, UUIDARRAYOID, UUIDARRAYOID, INT4ARRAYOID,
 			UUIDARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
-		TEXTARRAYOID, TIMESTAMPTZOID};
+		TEXTARRAYOID, INT4ARRAYOID, TIMESTAMPTZOID};
 
 		exec_batch_arrays(&st->messages, MSG_ENROLLMENT_ID, values, nulls);
-		values[10] = TimestampTzGetDatum(st->as_of);
-		nulls[10] = ' ';
-		run_plan(journey_keep_plan(&messages_plan, messages_sql, 11, types), values, nulls,
+		values[MSG_NCOLS] = TimestampTzGetDatum(st->as_of);
+		nulls[MSG_NCOLS] = ' ';
+		run_plan(journey_keep_plan(&messages_plan, messages_sql, 12, types), values, nulls,
 				 SPI_OK_INSERT);
 		if (SPI_processed > 0)
 			journey_sender_wake_at_commit();

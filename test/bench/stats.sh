@@ -61,9 +61,10 @@ SELECT md5('e' || b || '-' || i)::uuid, s.business_id, s.id, md5('c' || b || '-'
        CASE WHEN i % 20 = 0 OR i % 10 <> 1 THEN timestamptz '2027-01-03' END
   FROM generate_series(1, 2) b CROSS JOIN generate_series(1, :n) i
   JOIN journey.sequences s ON s.business_id = ('00000000-0000-0000-0000-0000000000b' || b.b)::uuid;
-INSERT INTO journey.messages (business_id, enrollment_id, sequence_id, step_index, customer_id,
-       channel, message_purpose, to_address, subject, body, status, send_after, delivery_status)
-SELECT e.business_id, e.id, e.sequence_id, st.step_index, e.customer_id,
+INSERT INTO journey.messages (business_id, enrollment_id, sequence_id, sequence_version, step_index,
+       customer_id, channel, message_purpose, to_address, subject, body, status, send_after,
+       delivery_status)
+SELECT e.business_id, e.id, e.sequence_id, e.sequence_version, st.step_index, e.customer_id,
        CASE st.step_index WHEN 4 THEN 'sms' ELSE 'email' END, 'x', 'a@example.com', 's', 'b',
        CASE WHEN random() < 0.95 THEN 'sent' ELSE 'failed' END, '2027-01-01',
        CASE WHEN random() < 0.8 THEN 'delivered' END
@@ -102,7 +103,12 @@ out=$( (echo "SET ROLE bench_member;"; cat "$WORK/time.sql") | cluster_psql)
 echo "step_stats, member:     $(echo "$out" | best 1 5) ms"
 echo "sequence_stats, member: $(echo "$out" | best 6 10) ms"
 cluster_psql -c "SELECT step_index, kind, reached, queued, sent, delivered, failed, skipped, deferred, stopped_here FROM journey.step_stats WHERE sequence_id = '$seq' ORDER BY step_index"
-cluster_psql -c "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) SELECT * FROM journey.step_stats WHERE sequence_id = '$seq'" | grep -E "Scan|Execution"
+if [ "${STATS_EXPLAIN:-0}" = 1 ]; then
+    cluster_psql -c "EXPLAIN (ANALYZE, BUFFERS) SELECT * FROM journey.step_stats WHERE sequence_id = '$seq'"
+    cluster_psql -c "EXPLAIN (ANALYZE, BUFFERS) SELECT * FROM journey.sequence_stats WHERE sequence_id = '$seq'"
+else
+    cluster_psql -c "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) SELECT * FROM journey.step_stats WHERE sequence_id = '$seq'" | grep -E "Scan|Execution"
+fi
 say "== simulate: the review-request journey over 30 days (best of 5, ms)"
 cat > "$WORK/sim.sql" <<SQL
 \timing on
