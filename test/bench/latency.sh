@@ -118,7 +118,9 @@ sink_records() {
 report() {
     local part=$1 label=$2
     commits "$part" > "$WORK/$part.commits"
-    awk 'NR == FNR { t[$1] = $2; next } ($1 in t) && !seen[$1]++ { print ($2 / 1e6 - t[$1]) * 1000 }' \
+    # The sink's key is <installation id>-<message id>.
+    awk 'NR == FNR { t[$1] = $2; next } { n = split($1, k, "-"); id = k[n] }
+         (id in t) && !seen[id]++ { print ($2 / 1e6 - t[id]) * 1000 }' \
         "$WORK/$part.commits" "$WORK/all_sink.txt" > "$WORK/$part.lat"
     printf '   %-44s %6d events: p50 %7.1f ms  p99 %7.1f ms  max %7.1f ms\n' "$label" \
         "$(wc -l < "$WORK/$part.lat")" "$(bench_pct 50 < "$WORK/$part.lat")" \
