@@ -433,7 +433,11 @@ REVOKE ALL ON FUNCTION journey.check_template_row(),
 GRANT EXECUTE ON FUNCTION journey.create_template(uuid, text, text, text, text),
     journey.update_sequence(uuid, jsonb, text) TO journey_user;
 
--- The timeline says which version each decision was taken on.
+-- Every row of an enrollment names the version its decision belongs to.
+-- enrolled: the version the enrollment began on (a 'moved' row records
+-- what it was moved from); a message and its delivery states: the version
+-- of the step decision that made the message, the last log row of that
+-- step (steps only lead forward, so an enrollment runs each step once).
 CREATE OR REPLACE VIEW journey.timeline WITH (security_invoker = true) AS
 SELECT e.business_id, e.customer_id, e.sequence_id, e.id AS enrollment_id,
        e.enrolled_at AS at, NULL::integer AS step_index,
@@ -444,7 +448,12 @@ SELECT e.business_id, e.customer_id, e.sequence_id, e.id AS enrollment_id,
                  ' #' OPERATOR(pg_catalog.||) e.trigger_event_id::text
        END AS detail,
        0 AS phase, NULL::bigint AS ref_id,
-       NULL::integer AS sequence_version
+       COALESCE((SELECT pg_catalog.substring(l.detail, 'from version ([0-9]+)')::integer
+                   FROM journey.enrollment_log l
+                  WHERE l.enrollment_id OPERATOR(pg_catalog.=) e.id
+                    AND l.outcome OPERATOR(pg_catalog.=) 'moved'
+                  ORDER BY l.id LIMIT 1),
+                e.sequence_version) AS sequence_version
   FROM journey.sequence_enrollments e
   LEFT JOIN journey.events ev ON ev.id OPERATOR(pg_catalog.=) e.trigger_event_id
 UNION ALL
@@ -460,19 +469,31 @@ SELECT e.business_id, e.customer_id, e.sequence_id, e.id,
        pg_catalog.format('%s to %s, %s attempt(s)%s%s', m.channel, m.to_address,
                          m.attempts, ', provider id ' OPERATOR(pg_catalog.||) m.provider_message_id,
                          ': ' OPERATOR(pg_catalog.||) m.last_error),
-       2, m.id, NULL::integer
+       2, m.id, mv.sequence_version
   FROM journey.sequence_enrollments e
   JOIN journey.messages m ON m.enrollment_id OPERATOR(pg_catalog.=) e.id
+  LEFT JOIN LATERAL (
+       SELECT l.sequence_version FROM journey.enrollment_log l
+        WHERE l.enrollment_id OPERATOR(pg_catalog.=) e.id
+          AND l.step_index OPERATOR(pg_catalog.=) m.step_index
+          AND l.outcome OPERATOR(pg_catalog.<>) 'moved'
+        ORDER BY l.id DESC LIMIT 1) mv ON true
 UNION ALL
 SELECT e.business_id, e.customer_id, e.sequence_id, e.id,
        d.received_at, m.step_index,
        'delivery ' OPERATOR(pg_catalog.||) d.status,
        pg_catalog.format('%s to %s, reported by %s%s', m.channel, m.to_address,
                          d.provider_kind, ': ' OPERATOR(pg_catalog.||) d.detail),
-       3, d.id, NULL::integer
+       3, d.id, mv.sequence_version
   FROM journey.sequence_enrollments e
   JOIN journey.messages m ON m.enrollment_id OPERATOR(pg_catalog.=) e.id
-  JOIN journey.message_deliveries d ON d.message_id OPERATOR(pg_catalog.=) m.id;
+  JOIN journey.message_deliveries d ON d.message_id OPERATOR(pg_catalog.=) m.id
+  LEFT JOIN LATERAL (
+       SELECT l.sequence_version FROM journey.enrollment_log l
+        WHERE l.enrollment_id OPERATOR(pg_catalog.=) e.id
+          AND l.step_index OPERATOR(pg_catalog.=) m.step_index
+          AND l.outcome OPERATOR(pg_catalog.<>) 'moved'
+        ORDER BY l.id DESC LIMIT 1) mv ON true;
 
 -- ===== latency: the executor in the sender (issue 16) =====
 -- What each sender's executor did since the sender started
@@ -779,68 +800,6 @@ GRANT SELECT, INSERT, DELETE ON journey.review_request_marks TO journey_worker;
 CREATE INDEX messages_queued_business_idx
     ON journey.messages (business_id, send_after) WHERE status = 'queued';
 
--- ===== the version of every timeline row (issue 14) =====
--- Every row of an enrollment names the version its decision belongs to.
--- enrolled: the version the enrollment began on (a 'moved' row records
--- what it was moved from); a message and its delivery states: the version
--- of the step decision that made the message, the last log row of that
--- step (steps only lead forward, so an enrollment runs each step once).
-CREATE OR REPLACE VIEW journey.timeline WITH (security_invoker = true) AS
-SELECT e.business_id, e.customer_id, e.sequence_id, e.id AS enrollment_id,
-       e.enrolled_at AS at, NULL::integer AS step_index,
-       'enrolled'::text AS what,
-       CASE WHEN e.trigger_event_id IS NULL THEN 'enrolled by enroll_customer'
-            ELSE 'enrolled by event ' OPERATOR(pg_catalog.||)
-                 COALESCE(ev.event_type, '(deleted)') OPERATOR(pg_catalog.||)
-                 ' #' OPERATOR(pg_catalog.||) e.trigger_event_id::text
-       END AS detail,
-       0 AS phase, NULL::bigint AS ref_id,
-       COALESCE((SELECT pg_catalog.substring(l.detail, 'from version ([0-9]+)')::integer
-                   FROM journey.enrollment_log l
-                  WHERE l.enrollment_id OPERATOR(pg_catalog.=) e.id
-                    AND l.outcome OPERATOR(pg_catalog.=) 'moved'
-                  ORDER BY l.id LIMIT 1),
-                e.sequence_version) AS sequence_version
-  FROM journey.sequence_enrollments e
-  LEFT JOIN journey.events ev ON ev.id OPERATOR(pg_catalog.=) e.trigger_event_id
-UNION ALL
-SELECT e.business_id, e.customer_id, e.sequence_id, e.id,
-       l.at, l.step_index, l.outcome, l.detail,
-       1, l.id, l.sequence_version
-  FROM journey.sequence_enrollments e
-  JOIN journey.enrollment_log l ON l.enrollment_id OPERATOR(pg_catalog.=) e.id
-UNION ALL
-SELECT e.business_id, e.customer_id, e.sequence_id, e.id,
-       COALESCE(m.sent_at, m.send_after), m.step_index,
-       'message ' OPERATOR(pg_catalog.||) m.status,
-       pg_catalog.format('%s to %s, %s attempt(s)%s%s', m.channel, m.to_address,
-                         m.attempts, ', provider id ' OPERATOR(pg_catalog.||) m.provider_message_id,
-                         ': ' OPERATOR(pg_catalog.||) m.last_error),
-       2, m.id, mv.sequence_version
-  FROM journey.sequence_enrollments e
-  JOIN journey.messages m ON m.enrollment_id OPERATOR(pg_catalog.=) e.id
-  LEFT JOIN LATERAL (
-       SELECT l.sequence_version FROM journey.enrollment_log l
-        WHERE l.enrollment_id OPERATOR(pg_catalog.=) e.id
-          AND l.step_index OPERATOR(pg_catalog.=) m.step_index
-          AND l.outcome OPERATOR(pg_catalog.<>) 'moved'
-        ORDER BY l.id DESC LIMIT 1) mv ON true
-UNION ALL
-SELECT e.business_id, e.customer_id, e.sequence_id, e.id,
-       d.received_at, m.step_index,
-       'delivery ' OPERATOR(pg_catalog.||) d.status,
-       pg_catalog.format('%s to %s, reported by %s%s', m.channel, m.to_address,
-                         d.provider_kind, ': ' OPERATOR(pg_catalog.||) d.detail),
-       3, d.id, mv.sequence_version
-  FROM journey.sequence_enrollments e
-  JOIN journey.messages m ON m.enrollment_id OPERATOR(pg_catalog.=) e.id
-  JOIN journey.message_deliveries d ON d.message_id OPERATOR(pg_catalog.=) m.id
-  LEFT JOIN LATERAL (
-       SELECT l.sequence_version FROM journey.enrollment_log l
-        WHERE l.enrollment_id OPERATOR(pg_catalog.=) e.id
-          AND l.step_index OPERATOR(pg_catalog.=) m.step_index
-          AND l.outcome OPERATOR(pg_catalog.<>) 'moved'
-        ORDER BY l.id DESC LIMIT 1) mv ON true;
 -- ===== executor fairness (issue 12) =====
 -- The executor's fair claim (src/executor_sql.c): each business's own due
 -- enrollments, oldest first, from where the previous round left off.
