@@ -211,29 +211,15 @@ journey_lanes_done(JourneyMessage *msg, bool requested)
 	return was_full && l->in_flight + l->n_waiting <= limit / 2;
 }
 
-/* Requests in flight and messages waiting for one, all lanes together. */
+/*
+ * How many more messages the sender may claim, all lanes together: what
+ * it holds claimed and unfinished (in flight or waiting) stays within
+ * twice journey.max_concurrency, which bounds its memory.
+ */
 int
-journey_lanes_held(void)
+journey_lanes_claim_room(void)
 {
-	return journey_transport_in_flight() + total_waiting;
-}
-
-int
-journey_lanes_waiting(void)
-{
-	return total_waiting;
-}
-
-/* Whether some provider holds all it may: a finished request may prompt a claim. */
-bool
-journey_lanes_some_full(void)
-{
-	TimestampTz now = GetCurrentTimestamp();
-
-	for (int i = 0; i < n_lanes; i++)
-		if (lanes[i].in_flight + lanes[i].n_waiting >= lane_limit(&lanes[i], now))
-			return true;
-	return false;
+	return 2 * journey_max_concurrency - journey_transport_in_flight() - total_waiting;
 }
 
 /*

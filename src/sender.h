@@ -189,9 +189,7 @@ extern void journey_health_results(int slot, int in_flight, int64 sent,
 extern void journey_lanes_add(JourneyMessage *msg, TimestampTz claimed_at);
 extern JourneyMessage *journey_lanes_next(bool *too_late);
 extern bool journey_lanes_done(JourneyMessage *msg, bool requested);
-extern int	journey_lanes_held(void);
-extern int	journey_lanes_waiting(void);
-extern bool journey_lanes_some_full(void);
+extern int	journey_lanes_claim_room(void);
 extern void journey_lanes_room_args(Datum *args);
 
 extern void journey_transport_init(void);

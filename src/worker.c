@@ -92,11 +92,12 @@ static char installation_id[64];	/* journey.installation's id, as of the claim *
  * choice.  Fair: each business offers its oldest $1 due messages (one
  * index probe per business, so one business's backlog is never all there
  * is to see), businesses take turns (brn), and a provider gets no more
- * than its free room: $5/$6 list the providers with requests in flight
- * and their room (lanes.c), $7 is the room of any other.  Messages someone holds
- * locked are skipped, and so is a message whose address was suppressed
- * or whose customer was deleted since it was queued (cancel_unsendable_sql
- * cancels those among the oldest; the others wait for it, unsent).
+ * than its room: $5/$6 list the providers with a lane and how many more
+ * each may be claimed for (lanes.c), $7 is the room of any other.
+ * Messages someone holds locked are skipped, and so is a message whose
+ * address was suppressed or whose customer was deleted since it was
+ * queued (cancel_unsendable_sql cancels those among the oldest; the
+ * others wait for it, unsent).
  */
 #define CLAIM_SQL(extra) \
 "WITH cand AS (" \
@@ -883,9 +884,7 @@ static void
 claim_and_send(bool in_xact)
 {
 	int			room = journey_max_concurrency - journey_transport_in_flight();
-	/* Claimed and unfinished: within twice the requests in flight. */
-	int			want = Min(Min(room, journey_batch_size),
-						   2 * journey_max_concurrency - journey_lanes_held());
+	int			want = Min(Min(room, journey_batch_size), journey_lanes_claim_room());
 	TimestampTz now = GetCurrentTimestamp();
 	bool		poll = now >= next_poll;
 	Datum		args[7];
@@ -1045,7 +1044,7 @@ room_to_claim(void)
 {
 	int			n = journey_transport_in_flight();
 
-	if (journey_lanes_held() >= 2 * journey_max_concurrency)
+	if (journey_lanes_claim_room() <= 0)
 		return false;
 	if (probation != (Datum) 0 && probation_in_flight == 0 && n < journey_max_concurrency)
 		return true;
