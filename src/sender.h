@@ -157,9 +157,9 @@ typedef struct JourneyResult
 /* worker_executor.c: the executor's step in the sender's loop */
 extern void journey_worker_executor_init(int slot);
 /* Runs a pass when one is due; true when it advanced enrollments. */
-extern bool journey_worker_executor_step(void);
+extern bool journey_worker_executor_step(bool sender_busy);
 /* Milliseconds until a pass is due, -1 for none. */
-extern long journey_worker_executor_wait_ms(void);
+extern long journey_worker_executor_wait_ms(bool sender_busy);
 
 /* providers.c */
 /* Builds msg's request in cxt (which holds msg); NULL and *error if it can't. */
