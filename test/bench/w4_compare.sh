@@ -10,7 +10,10 @@
 # BEFORE and AFTER are git revisions of this repository; AFTER may be
 # "tree" (the default), the work tree with its uncommitted changes.  Each
 # build is private (lib.sh's bench_private_build): nothing is installed
-# system-wide.  Prints messages/s per run and the median of each.
+# system-wide.  AFTER_SQL runs in the after build's database before each
+# drain (e.g. "DROP INDEX journey.messages_stats_idx" to take another
+# issue's index out of the comparison).  Prints messages/s per run and the
+# median of each.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=lib.sh
@@ -51,7 +54,7 @@ gcc -O2 -o "$WORK/fast_sink" "$BENCH_SRC/test/sinks/fast_sink.c"
 ulimit -n 1024
 build before "$BEFORE"
 build after "$AFTER"
-echo "journey W4 before/after: $N messages, $RUNS runs each, in turns; before = $BEFORE, after = $AFTER"
+echo "journey W4 before/after: $N messages, $RUNS runs each, in turns; before = $BEFORE, after = $AFTER${AFTER_SQL:+ (then: $AFTER_SQL)}"
 bench_machine
 
 SINKPORT=$((20000 + RANDOM % 20000))
@@ -71,6 +74,7 @@ INSERT INTO journey.businesses (id, name) VALUES ('$B', 'Acme Plumbing');
 INSERT INTO journey.providers (channel, kind, endpoint, from_address)
 VALUES ('email', 'webhook', 'http://127.0.0.1:$SINKPORT/ok', 'bench@example.com');
 SQL
+    if [ "$name" = after ] && [ -n "${AFTER_SQL:-}" ]; then bench_psql journey -q -c "$AFTER_SQL"; fi
     for _ in $(seq 300); do
         [ "$(bench_psql postgres -At -c "SELECT count(*) FROM pg_stat_activity
             WHERE backend_type = 'journey sender' AND datname = 'journey'")" = 1 ] && break

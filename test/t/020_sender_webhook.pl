@@ -118,6 +118,38 @@ my $id3 = queue_message($node, business => $b);
 ok(wait_for($node, "SELECT status FROM journey.messages WHERE id = $id3", 'sent'),
 	'still sending after a reload');
 
+# Suppressed, or its customer gone, after it was queued: cancelled by
+# the sender with the reason, never sent, and the rest still go.
+my $zed = $node->safe_psql('postgres',
+	"INSERT INTO journey.customers (business_id, full_name, email)
+	 VALUES ('$b', 'Zed', 'zed\@example.com') RETURNING id");
+my $n_before = scalar(sink_records($log));
+my ($m_sup, $m_gone, $m_ok) = split /\n/, $node->safe_psql('postgres',
+	"INSERT INTO journey.messages (business_id, customer_id, channel, to_address, subject, body, send_after)
+	 VALUES ('$b', NULL, 'email', 'sup\@example.com', 'S', 'B', now() + interval '2 seconds'),
+	        ('$b', '$zed', 'email', 'zed\@example.com', 'S', 'B', now() + interval '2 seconds'),
+	        ('$b', NULL, 'email', 'fine\@example.com', 'S', 'B', now() + interval '2 seconds')
+	 RETURNING id");
+# The foreign key deletes a customer's messages with it; with triggers off
+# (a data-only restore, replication) the message outlives its customer.
+$node->safe_psql('postgres',
+	"INSERT INTO journey.suppressions (business_id, channel, address, reason)
+	 VALUES ('$b', 'email', 'sup\@example.com', 'complaint');
+	 SET session_replication_role = replica;
+	 DELETE FROM journey.customers WHERE id = '$zed'");
+ok(wait_for($node, "SELECT string_agg(status, ',' ORDER BY id) FROM journey.messages
+	WHERE id IN ($m_sup, $m_gone, $m_ok)", 'cancelled,cancelled,sent', 20),
+	'the suppressed and the orphaned message are cancelled, the third is sent');
+like($node->safe_psql('postgres', "SELECT last_error FROM journey.messages WHERE id = $m_sup"),
+	qr/^cancelled before sending: email address suppressed since the message was queued$/,
+	'the suppressed one says why');
+like($node->safe_psql('postgres', "SELECT last_error FROM journey.messages WHERE id = $m_gone"),
+	qr/^cancelled before sending: the customer no longer exists$/,
+	'the orphaned one says why');
+is(scalar(sink_records($log)) - $n_before, 1, 'only the third reached the provider');
+is($node->safe_psql('postgres', "SELECT attempts FROM journey.messages WHERE id IN ($m_sup, $m_gone) ORDER BY id"),
+	"0\n0", 'no attempt was spent on them');
+
 # SIGTERM stops it promptly; the launcher starts a new one.
 my $pid = $node->safe_psql('postgres',
 	"SELECT pid FROM pg_stat_activity WHERE backend_type = 'journey sender'");
