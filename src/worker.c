@@ -88,6 +88,22 @@ static SPIPlanPtr installation_plan;
 static char installation_id[64];	/* journey.installation's id, as of the claim */
 
 /*
+ * A CTE "locked" of the rows of journey.messages whose ids the CTE `ids`
+ * lists, locked by primary key, skipping rows someone holds, with their
+ * status as of the lock: callers check it there, not in this WHERE.  A
+ * status condition here lets the planner walk a status index (with
+ * statistics taken while the queue was empty, the whole queue) with the
+ * ids as a filter: 60 ms of a claim at 70k queued; 200 ms with
+ * "id IN (SELECT id FROM ...)".  A row another sender took meanwhile is
+ * locked in its new version and then left out by the caller's check.
+ */
+#define LOCKED_BY_KEY(ids) \
+" locked AS MATERIALIZED (" \
+" SELECT m.id, m.status FROM journey.messages m" \
+"  WHERE m.id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT id FROM " ids "))" \
+"  FOR UPDATE OF m SKIP LOCKED)"
+
+/*
  * Claims up to $1 due messages that have a provider; "extra" narrows the
  * choice.  Fair: each business offers its oldest $1 due messages (one
  * index probe per business, so one business's backlog is never all there
@@ -100,12 +116,7 @@ static char installation_id[64];	/* journey.installation's id, as of the claim *
  * others wait for it, unsent).  Those two probes are outer joins on the
  * tables' keys, not "x IS NULL OR EXISTS (...)": the planner made that a
  * hashed subplan, a scan of every customer of the installation per claim.
- * The picked rows are locked by primary key, and only then is their
- * status checked (a row another sender took meanwhile is locked in its
- * new version, then left out): with the status in the lock's own WHERE,
- * statistics taken while the queue was empty made the planner walk the
- * queued index, the whole queue, with the picked ids as a filter (60 ms
- * of a claim at 70k queued; 200 ms with "id IN (SELECT id FROM pick)").
+ * The picked rows are locked by key (LOCKED_BY_KEY).
  */
 #define CLAIM_SQL(extra) \
 "WITH cand AS (" \
@@ -143,10 +154,7 @@ static char installation_id[64];	/* journey.installation's id, as of the claim *
 "      FROM ROWS FROM (pg_catalog.unnest($5::uuid[]), pg_catalog.unnest($6::integer[])) AS f(pid, room)" \
 "     WHERE f.pid OPERATOR(pg_catalog.=) d.provider_id), $7)" \
 "  ORDER BY d.brn, d.send_after LIMIT $1)," \
-" locked AS MATERIALIZED (" \
-" SELECT m.id, m.status FROM journey.messages m" \
-"  WHERE m.id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT id FROM pick))" \
-"  FOR UPDATE OF m SKIP LOCKED)" \
+LOCKED_BY_KEY("pick") \
 " UPDATE journey.messages m" \
 "    SET status = 'sending', attempts = m.attempts + 1," \
 "        claimed_by = $2," \
@@ -346,9 +354,9 @@ static const char *apply_marks_sql =
 /*
  * Before a claim: among the messages it is about to take, cancels those
  * whose address was suppressed or whose customer was deleted since they
- * were queued, saying why.  Only those are locked (as in the claim: by
- * key, status checked on the locked version); locking all the oldest
- * doubled the row locks each message costs the sender.
+ * were queued, saying why.  Only those are locked (LOCKED_BY_KEY);
+ * locking all the oldest doubled the row locks each message costs the
+ * sender.
  */
 static const char *cancel_unsendable_sql =
 "WITH unsendable AS ("
@@ -363,11 +371,8 @@ static const char *cancel_unsendable_sql =
 "     ON s.business_id = q.business_id AND s.channel = q.channel"
 "    AND s.address = q.to_address"
 "  WHERE (q.customer_id IS NOT NULL AND c.id IS NULL) OR s.address IS NOT NULL),"
-" locked AS MATERIALIZED ("
-" SELECT x.id, x.status FROM journey.messages x"
-"  WHERE x.id = ANY (ARRAY(SELECT id FROM unsendable))"
-"  FOR UPDATE OF x SKIP LOCKED)"
-"UPDATE journey.messages m SET status = 'cancelled',"
+LOCKED_BY_KEY("unsendable")
+" UPDATE journey.messages m SET status = 'cancelled',"
 "  last_error = CASE WHEN u.customer_gone"
 "   THEN 'cancelled before sending: the customer no longer exists'"
 "   ELSE 'cancelled before sending: ' || m.channel ||"

@@ -226,11 +226,7 @@ run_pass(void)
 	return advanced;
 }
 
-/*
- * Runs one executor pass when one is due.  Returns true when it advanced
- * enrollments (they may have queued messages for the sender to claim).
- */
-/* When the next pass may start: next_pass_at, later while sending. */
+/* When a pass planned for `at` may start: later while the sender is busy. */
 static TimestampTz
 pass_start_at(TimestampTz at, bool sender_busy)
 {
@@ -239,6 +235,10 @@ pass_start_at(TimestampTz at, bool sender_busy)
 	return at;
 }
 
+/*
+ * Runs one executor pass when one is due.  Returns true when it advanced
+ * enrollments (they may have queued messages for the sender to claim).
+ */
 bool
 journey_worker_executor_step(bool sender_busy)
 {
@@ -312,8 +312,6 @@ journey_worker_executor_wait_ms(bool sender_busy)
 	/* A commit made some due: step() will plan a pass at once. */
 	at = journey_sender_shmem->slots[my_slot].enrollments_due ? 0 : next_pass_at;
 	at = pass_start_at(at, sender_busy);
-	if (at == 0)
-		return 0;
 	now = GetCurrentTimestamp();
 	return at > now ? (long) ((at - now) / 1000) + 1 : 0;
 }

@@ -130,3 +130,49 @@ bench_explain() {
         /Execution Time:/ { t = $3 }
         END { printf "%.3f ms (buffers: %s)\n", t, b }'
 }
+
+# Waits (30 s at most) until database $1 has its journey sender; fails
+# otherwise.  The launcher starts one once the database has journey.
+bench_wait_sender() {
+    local n
+    for _ in $(seq 300); do
+        n=$(bench_psql postgres -At -c "SELECT count(*) FROM pg_stat_activity
+            WHERE backend_type = 'journey sender' AND datname = '$1'")
+        [ "$n" = 1 ] && return 0
+        sleep 0.1
+    done
+    echo "no sender for database $1" >&2
+    return 1
+}
+
+# Queues $3 email messages of business $2 in database $1 in one
+# transaction; prints the moment (epoch) just before its commit.
+bench_queue_messages() {
+    bench_psql "$1" -At <<SQL
+BEGIN;
+INSERT INTO journey.messages (business_id, channel, to_address, subject, body)
+SELECT '$2', 'email', 'c' || g || '@example.com', 'Hello', 'Hello customer ' || g
+  FROM generate_series(1, $3) g;
+SELECT extract(epoch FROM clock_timestamp());
+COMMIT;
+SQL
+}
+
+# Waits (10 minutes at most) until database $1 has nothing queued or
+# sending; prints that moment (epoch).  Polls from one session, every
+# 20 ms, committing between polls so as to hold back no vacuum horizon: a
+# psql per poll would take a good part of a core from the sender on this
+# two-core machine.
+bench_drained() {
+    bench_psql "$1" -At -c "DO \$\$
+BEGIN
+  FOR i IN 1..30000 LOOP
+    EXIT WHEN NOT EXISTS (SELECT 1 FROM journey.messages WHERE status = 'queued')
+          AND NOT EXISTS (SELECT 1 FROM journey.messages WHERE status = 'sending');
+    COMMIT;
+    PERFORM pg_sleep(0.02);
+  END LOOP;
+  RAISE NOTICE 'drained %', extract(epoch FROM clock_timestamp());
+END
+\$\$" 2>&1 | sed -n 's/.*NOTICE: *drained //p'
+}

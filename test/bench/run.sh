@@ -604,46 +604,16 @@ sink_stop() {
     wait "$sinkpid" || true
     sinkpid=
 }
-# Waits until nothing is queued or sending; prints that moment (epoch).
-# Polls from one session, every 20 ms, committing between polls so as to
-# hold back no vacuum horizon: a psql per poll would take a good part of a
-# core from the sender on this two-core machine.
-drained() {
-    bench_psql journey -At -c "DO \$\$
-BEGIN
-  WHILE EXISTS (SELECT 1 FROM journey.messages WHERE status = 'queued')
-     OR EXISTS (SELECT 1 FROM journey.messages WHERE status = 'sending') LOOP
-    COMMIT;
-    PERFORM pg_sleep(0.02);
-  END LOOP;
-  RAISE NOTICE 'drained %', extract(epoch FROM clock_timestamp());
-END
-\$\$" 2>&1 | sed -n 's/.*NOTICE: *drained //p'
-}
 
 # $1 mode (keepalive or close), $2 run number.
 w4_run() {
-    local mode=$1 run=$2 t_commit t_done sender stat
+    local mode=$1 run=$2 t_commit t_done stat
     if [ "$mode" = close ]; then sink_start close; else sink_start; fi
     bench_fresh_db journey w4_tmpl
     # The launcher starts a sender once the database exists again.
-    for _ in $(seq 300); do
-        sender=$(bench_psql postgres -At -c "SELECT count(*) FROM pg_stat_activity
-            WHERE backend_type = 'journey sender' AND datname = 'journey'")
-        [ "$sender" = 1 ] && break
-        sleep 0.1
-    done
-    [ "$sender" = 1 ] || { echo "no sender for database journey"; exit 1; }
-    t_commit=$(bench_psql journey -At <<SQL
-BEGIN;
-INSERT INTO journey.messages (business_id, channel, to_address, subject, body)
-SELECT '$B', 'email', 'c' || g || '@example.com', 'Hello', 'Hello customer ' || g
-  FROM generate_series(1, $N) g;
-SELECT extract(epoch FROM clock_timestamp());
-COMMIT;
-SQL
-)
-    t_done=$(drained)
+    bench_wait_sender journey || exit 1
+    t_commit=$(bench_queue_messages journey "$B" "$N")
+    t_done=$(bench_drained journey)
     stat=$(bench_psql journey -At -c "SELECT string_agg(status || '=' || n, ' ') FROM
         (SELECT status, count(*) n FROM journey.messages GROUP BY 1 ORDER BY 1) s")
     if [ "$run" = "$RUNS" ]; then
@@ -703,7 +673,7 @@ BEGIN
 END
 \$\$;
 SQL
-    drained >/dev/null
+    bench_drained journey >/dev/null
     bench_psql journey -At -F ' ' -c "SELECT m.id, b.t FROM journey.messages m
         JOIN bench_batches b ON m.subject = 'stream ' || b.b" > "$WORK/stream.txt"
 }

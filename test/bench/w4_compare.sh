@@ -75,30 +75,9 @@ INSERT INTO journey.providers (channel, kind, endpoint, from_address)
 VALUES ('email', 'webhook', 'http://127.0.0.1:$SINKPORT/ok', 'bench@example.com');
 SQL
     if [ "$name" = after ] && [ -n "${AFTER_SQL:-}" ]; then bench_psql journey -q -c "$AFTER_SQL"; fi
-    for _ in $(seq 300); do
-        [ "$(bench_psql postgres -At -c "SELECT count(*) FROM pg_stat_activity
-            WHERE backend_type = 'journey sender' AND datname = 'journey'")" = 1 ] && break
-        sleep 0.1
-    done
-    t0=$(bench_psql journey -At <<SQL
-BEGIN;
-INSERT INTO journey.messages (business_id, channel, to_address, subject, body)
-SELECT '$B', 'email', 'c' || g || '@example.com', 'Hello', 'Hello customer ' || g
-  FROM generate_series(1, $N) g;
-SELECT extract(epoch FROM clock_timestamp());
-COMMIT;
-SQL
-)
-    t1=$(bench_psql journey -At -c "DO \$\$
-BEGIN
-  FOR i IN 1..30000 LOOP
-    EXIT WHEN NOT EXISTS (SELECT 1 FROM journey.messages WHERE status IN ('queued', 'sending'));
-    COMMIT;
-    PERFORM pg_sleep(0.02);
-  END LOOP;
-  RAISE NOTICE 'drained %', extract(epoch FROM clock_timestamp());
-END
-\$\$" 2>&1 | sed -n 's/.*NOTICE: *drained //p')
+    bench_wait_sender journey
+    t0=$(bench_queue_messages journey "$B" "$N")
+    t1=$(bench_drained journey)
     sent=$(bench_psql journey -At -c "SELECT count(*) FROM journey.messages WHERE status = 'sent'")
     cluster_stop
     kill "$sinkpid"; wait "$sinkpid" || true; sinkpid=
