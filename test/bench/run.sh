@@ -623,9 +623,11 @@ w4_run() {
     fi
     if [ "$mode" = keepalive ]; then w4_stream; fi
     sink_stop
-    # Burst messages are ids 1..N: the database is fresh.
+    # Burst messages are ids 1..N: the database is fresh.  The sink's key
+    # is <installation id>-<message id>.
     awk -v n="$N" -v tc="$t_commit" -v out="$WORK/lat" '
-        $1 <= n { if (seen[$1]++) dups++; else { d++; print ($2 / 1e6 - tc) * 1000 > out } }
+        { k = split($1, part, "-"); id = part[k] + 0 }
+        id <= n { if (seen[id]++) dups++; else { d++; print ($2 / 1e6 - tc) * 1000 > out } }
         END { printf "%d %d\n", d, dups }' "$WORK/sink.txt" > "$WORK/recv"
     read -r distinct dups < "$WORK/recv"
     local p50 p99 rate
@@ -640,7 +642,8 @@ w4_run() {
     record "w4.$mode.p50" "$p50"
     record "w4.$mode.p99" "$p99"
     if [ "$mode" = keepalive ]; then
-        awk 'NR == FNR { t[$1] = $2; next } ($1 in t) && !seen[$1]++ { print ($2 / 1e6 - t[$1]) * 1000 }' \
+        awk 'NR == FNR { t[$1] = $2; next } { k = split($1, part, "-"); id = part[k] }
+             (id in t) && !seen[id]++ { print ($2 / 1e6 - t[id]) * 1000 }' \
             "$WORK/stream.txt" "$WORK/sink.txt" > "$WORK/slat"
         p50=$(bench_pct 50 < "$WORK/slat")
         p99=$(bench_pct 99 < "$WORK/slat")
