@@ -55,6 +55,17 @@ ms() {
     t1=$(date +%s%N)
     echo $(( (t1 - t0) / 1000000 ))
 }
+# One statement's elapsed and CPU (user + system) milliseconds in the
+# server process, from log_statement_stats.  The CPU time is steadier than
+# the wall clock on a shared machine: another process's work lengthens the
+# elapsed time, not this process's own.
+stat_ms() {
+    local db=$1 sql=$2
+    psql -d "$db" -At -c "SET log_statement_stats = on" -c "SET client_min_messages = log" \
+        -c "$sql" 2>&1 >/dev/null |
+        sed -n 's/^![[:space:]]*\([0-9.]*\) s user, \([0-9.]*\) s system, \([0-9.]*\) s elapsed.*/\1 \2 \3/p' |
+        tail -1 | awk '{ printf "%d %d\n", $3 * 1000, ($1 + $2) * 1000 }'
+}
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 step_def() {   # version label, number of steps
@@ -120,14 +131,19 @@ VACUUM ANALYZE;
 SQL
 # Interleaved runs (one, three, one, three, ...) so the machine's load
 # drifts over both alike; the minimum is the least disturbed run.
-declare -A times check
+declare -A times cpus check
 for run in $(seq 1 "$runs"); do
     for spread in one three bare; do
         psql -d postgres -c "DROP DATABASE IF EXISTS w" -c "CREATE DATABASE w TEMPLATE base" >/dev/null
         if [ $spread = bare ]; then
-            # One version, without the two indexes journey.step_stats and
-            # sequence_stats read (issue 15): what they cost W1's writes.
-            psql -d w -c "DROP INDEX journey.sequence_enrollments_stats_idx, journey.messages_stats_idx" \
+            # One version, with 0.2's indexes instead of those
+            # journey.step_stats and sequence_stats read (issue 15): what
+            # they cost W1's writes.
+            psql -d w -c "DROP INDEX journey.sequence_enrollments_stats_idx, journey.messages_sequence_idx,
+                                     journey.sequence_enrollments_one_active_idx" \
+                -c "CREATE INDEX messages_business_idx ON journey.messages (business_id, sequence_id, send_after)" \
+                -c "CREATE UNIQUE INDEX sequence_enrollments_one_active_idx ON journey.sequence_enrollments
+                        (sequence_id, customer_id) WHERE status = 'active'" \
                 -c "UPDATE journey.sequence_enrollments SET sequence_version = 1" \
                 -c "VACUUM ANALYZE journey.sequence_enrollments" >/dev/null
         elif [ $spread = three ]; then
@@ -138,8 +154,16 @@ for run in $(seq 1 "$runs"); do
             psql -d w -c "UPDATE journey.sequence_enrollments SET sequence_version = 1" \
                 -c "VACUUM ANALYZE journey.sequence_enrollments" >/dev/null
         fi
-        times[$spread]="${times[$spread]:-} $(ms w "DO \$\$ BEGIN WHILE journey.advance_due_enrollments(1000, '2027-01-12 10:00+00') > 0 LOOP COMMIT; END LOOP; END \$\$")"
-        check[$spread]=$(psql -d w -At -c "SELECT count(*) || ' messages on ' || count(DISTINCT left(subject, 2)) || ' version(s)' FROM journey.messages")
+        lsn=$(psql -d w -At -c "SELECT pg_current_wal_insert_lsn()")
+        read -r wall cpu < <(stat_ms w "DO \$\$ BEGIN WHILE journey.advance_due_enrollments(1000, '2027-01-12 10:00+00') > 0 LOOP COMMIT; END LOOP; END \$\$")
+        times[$spread]="${times[$spread]:-} $wall"
+        cpus[$spread]="${cpus[$spread]:-} $cpu"
+        # WAL written per due enrollment: the same for every run of a
+        # variant, so it shows what an index costs the writes without the
+        # wall clock's noise.
+        check[$spread]=$(psql -d w -At -c "SELECT count(*) || ' messages on ' || count(DISTINCT left(subject, 2)) || ' version(s), '
+                                                  || round(pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '$lsn') / $due)
+                                                  || ' bytes of WAL a due enrollment' FROM journey.messages")
     done
 done
 for spread in one three bare; do
@@ -147,6 +171,13 @@ for spread in one three bare; do
     printf '   %-5s version(s): min %6s ms, median %6s ms, all:%s   (%s)\n' "$spread" \
         "$(printf '%s\n' ${times[$spread]} | sort -n | head -1)" \
         "$(printf '%s\n' ${times[$spread]} | median)" "${times[$spread]}" "${check[$spread]}"
+done
+echo "   the same runs' CPU time in the server process (ms):"
+for spread in one three bare; do
+    # shellcheck disable=SC2086
+    printf '   %-5s version(s): min %6s ms, median %6s ms, all:%s\n' "$spread" \
+        "$(printf '%s\n' ${cpus[$spread]} | sort -n | head -1)" \
+        "$(printf '%s\n' ${cpus[$spread]} | median)" "${cpus[$spread]}"
 done
 
 # The step counters' cost: the server again with pg_stat_statements

@@ -11,9 +11,9 @@
 # "tree" (the default), the work tree with its uncommitted changes.  Each
 # build is private (lib.sh's bench_private_build): nothing is installed
 # system-wide.  AFTER_SQL runs in the after build's database before each
-# drain (e.g. "DROP INDEX journey.messages_stats_idx" to take another
-# issue's index out of the comparison).  Prints messages/s per run and the
-# median of each.
+# drain (e.g. "DROP INDEX journey.sequence_enrollments_stats_idx" to take
+# another issue's index out of the comparison).  Prints messages/s per
+# run and the median of each.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=lib.sh
