@@ -293,26 +293,23 @@ static const char *no_provider_sql =
 "  LIMIT 100000) s";
 
 /*
+ * A result's place in the arrays ($1 the ids, $2-$5 their values), found
+ * by id: "UPDATE ... FROM unnest(...)" would make each updated row carry
+ * a copy of its result row for EvalPlanQual, and the planner, taking the
+ * results for a few rows, joined them by a nested loop that scanned them
+ * once per message.  A batch has a few dozen results.
+ */
+#define RESULT_AT "pg_catalog.array_position($1, m.id)"
+
+/*
  * Writes results to the messages this sender still holds and no one else
  * has locked (SKIP LOCKED: an application's transaction on a message never
  * stalls the sender); returns the ids it had to skip, whose results are
  * kept and written at a later pass.  A sent review request is recorded in
  * review_request_marks, applied to its customer by apply_marks_sql.
  */
-/*
- * A result's place in the arrays, found by id: "UPDATE ... FROM r" would
- * make each updated row carry a copy of its r row for EvalPlanQual, and
- * the planner, taking r for a few rows, joined it by a nested loop that
- * scanned r once per message.  A batch has a few dozen results.
- */
-#define RESULT_AT "pg_catalog.array_position($1, m.id)"
-
 static const char *result_sql =
-"WITH r AS ("
-" SELECT * FROM ROWS FROM (unnest($1::bigint[]), unnest($2::text[]),"
-"   unnest($3::text[]), unnest($4::text[]), unnest($5::bigint[]))"
-"   AS r(id, status, err, pmid, delay_ms)),"
-" mine AS ("
+"WITH mine AS ("
 " SELECT m.id FROM journey.messages m"
 "  WHERE m.id OPERATOR(pg_catalog.=) ANY ($1) AND m.status OPERATOR(pg_catalog.=) 'sending'"
 "    AND pg_catalog.split_part(m.claimed_by, '/', 1) OPERATOR(pg_catalog.=) $6"
@@ -336,7 +333,7 @@ static const char *result_sql =
 "    AND u.message_purpose OPERATOR(pg_catalog.=) 'review_request'"
 "    AND u.customer_id IS NOT NULL"
 " ON CONFLICT DO NOTHING)"
-" SELECT r.id FROM r"
+" SELECT r.id FROM pg_catalog.unnest($1) AS r(id)"
 "  WHERE r.id NOT IN (SELECT id FROM upd)"
 "    AND EXISTS (SELECT 1 FROM journey.messages m"
 "      WHERE m.id OPERATOR(pg_catalog.=) r.id AND m.status OPERATOR(pg_catalog.=) 'sending'"
