@@ -34,6 +34,7 @@ typedef struct JourneySenderSlot
 	Latch	   *latch;			/* its latch, set to wake it */
 	bool		stop_requested; /* leave the database (it is being dropped) */
 	TimestampTz stop_requested_at;
+	bool		messages_queued;	/* a commit queued messages (or changed providers) */
 	/* What journey.sender_status() shows (health.c), since the start. */
 	int			pid;
 	TimestampTz started_at;
@@ -70,6 +71,9 @@ extern void journey_sender_shmem_register(void);
  * exits; a sender never wakes itself at commit.
  */
 extern void journey_sender_attach(int slot);
+
+/* shmem.c: reads and clears a flag of a slot, under the slot's lock. */
+extern bool journey_sender_take_flag(bool *flag);
 
 /* What the launcher passes a sender in bgw_extra. */
 typedef struct JourneySenderArgs

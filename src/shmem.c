@@ -91,6 +91,19 @@ journey_sender_attach(int slot)
 	before_shmem_exit(sender_detach, (Datum) 0);
 }
 
+/* Reads and clears one of a slot's flags: what a commit told its sender. */
+bool
+journey_sender_take_flag(bool *flag)
+{
+	bool		set;
+
+	SpinLockAcquire(&journey_sender_shmem->mutex);
+	set = *flag;
+	*flag = false;
+	SpinLockRelease(&journey_sender_shmem->mutex);
+	return set;
+}
+
 /* ---------- waking the sender at commit (any backend) ---------- */
 
 static bool wake_callback_registered = false;
@@ -140,10 +153,15 @@ wake_xact_callback(XactEvent event, void *arg)
 			{
 				s->enrollments_due = true;
 				s->executor_wakeups++;
-				latch = s->latch;
+				/* With its executor off, the flag waits for it to be on. */
+				if (s->executor_enabled)
+					latch = s->latch;
 			}
 			if (wake_sender)
+			{
+				s->messages_queued = true;
 				latch = s->latch;
+			}
 		}
 		SpinLockRelease(&journey_sender_shmem->mutex);
 		/* A stale latch is harmless: SetLatch checks its owner. */

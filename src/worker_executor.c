@@ -65,6 +65,15 @@ PG_FUNCTION_INFO_V1(journey_executor_status);
  * An idle sender runs a pass at once.
  */
 #define PASS_BUSY_GAP_MS 50
+/*
+ * The same while no request is in flight, unless the last pass left more
+ * due (a full batch).  Events arriving one by one would otherwise get a
+ * pass each: at 500 events/s a pass advanced 6 enrollments for a fixed
+ * cost (a transaction, the claim's planning, seven statements) of about
+ * 7 ms, 1.7 ms of the sender's CPU an event.  A first event after a quiet
+ * spell still goes at once.
+ */
+#define PASS_IDLE_GAP_MS 10
 
 /* ---------- the step the sender's loop takes ---------- */
 
@@ -76,6 +85,7 @@ static SPIPlanPtr advance_plan = NULL;
 static SPIPlanPtr next_run_plan = NULL;
 static bool journey_installed = false;	/* as of the last begin_pass */
 static TimestampTz last_pass_end = 0;
+static bool last_pass_full = false;	/* it left more due */
 
 void
 journey_worker_executor_init(int slot)
@@ -97,19 +107,19 @@ journey_worker_executor_init(int slot)
 	SpinLockRelease(&journey_sender_shmem->mutex);
 }
 
-/* Takes the "enrollments became due" flag of this sender's slot. */
+/*
+ * Takes the "enrollments became due" flag of this sender's slot, and says
+ * whether the executor is on (committing backends wake it only then).
+ */
 static bool
 take_due_flag(void)
 {
 	JourneySenderSlot *s = &journey_sender_shmem->slots[my_slot];
-	bool		due;
 
 	SpinLockAcquire(&journey_sender_shmem->mutex);
-	due = s->enrollments_due;
-	s->enrollments_due = false;
 	s->executor_enabled = journey_executor_in_worker;
 	SpinLockRelease(&journey_sender_shmem->mutex);
-	return due;
+	return journey_sender_take_flag(&s->enrollments_due);
 }
 
 static void
@@ -226,12 +236,14 @@ run_pass(void)
 	return advanced;
 }
 
-/* When a pass planned for `at` may start: later while the sender is busy. */
+/* When a pass planned for `at` may start: not straight after another. */
 static TimestampTz
 pass_start_at(TimestampTz at, bool sender_busy)
 {
 	if (sender_busy)
 		at = Max(at, TimestampTzPlusMilliseconds(last_pass_end, PASS_BUSY_GAP_MS));
+	else if (!last_pass_full)
+		at = Max(at, TimestampTzPlusMilliseconds(last_pass_end, PASS_IDLE_GAP_MS));
 	return at;
 }
 
@@ -288,6 +300,7 @@ journey_worker_executor_step(bool sender_busy)
 	}
 	PG_END_TRY();
 	last_pass_end = GetCurrentTimestamp();
+	last_pass_full = advanced >= journey_executor_batch_size;
 
 	SpinLockAcquire(&journey_sender_shmem->mutex);
 	s->executor_passes++;

@@ -34,6 +34,9 @@ HISTORY=${HISTORY:-20000}
 CLIENTS=${CLIENTS:-8}
 # Events per transaction in part 2 (a webhook batch); 1: each its own.
 PER_TX=${PER_TX:-1}
+# pgbench's query protocol in part 2: prepared, as PostgREST (Supabase)
+# and most drivers call a function; "simple" parses and plans each call.
+PROTOCOL=${PROTOCOL:-prepared}
 PARTS=${PARTS:-123}
 EXECUTOR=${EXECUTOR:-worker}
 case $EXECUTOR in
@@ -177,7 +180,7 @@ END
 \$\$"
 bench_psql journey -c "VACUUM ANALYZE"
 sink_records
-echo "== 2. $RATE events/s for $LOAD_S s ($CLIENTS pgbench clients, $PER_TX event(s) per transaction, a new customer per event)"
+echo "== 2. $RATE events/s for $LOAD_S s ($CLIENTS pgbench clients, $PER_TX event(s) per transaction, a new customer per event, $PROTOCOL protocol)"
 {
     echo '\set c random(1, 1000000000)'
     echo 'BEGIN;'
@@ -195,7 +198,7 @@ echo "== 2. $RATE events/s for $LOAD_S s ($CLIENTS pgbench clients, $PER_TX even
     echo ';'
     echo 'COMMIT;'
 } > "$WORK/load.sql"
-as_postgres "$PG_BIN/pgbench" -n -c "$CLIENTS" -j 2 -R "$((RATE / PER_TX))" -T "$LOAD_S" -f "$WORK/load.sql" \
+as_postgres "$PG_BIN/pgbench" -n -M "$PROTOCOL" -c "$CLIENTS" -j 2 -R "$((RATE / PER_TX))" -T "$LOAD_S" -f "$WORK/load.sql" \
     -h "$CLUSTER_DIR" -p "$CLUSTER_PORT" -U postgres journey > "$WORK/pgbench.out" 2>&1 ||
     { cat "$WORK/pgbench.out"; exit 1; }
 echo "   pgbench: $(sed -n 's/^tps = \([0-9.]*\) (without.*/\1 transactions\/s/p' "$WORK/pgbench.out"), $(sed -n 's/^latency average = /transaction latency avg /p' "$WORK/pgbench.out"), $(sed -n 's/^rate limit schedule lag: avg \([0-9.]*\) (max \([0-9.]*\)) ms/schedule lag avg \1 ms, max \2 ms/p' "$WORK/pgbench.out")"
