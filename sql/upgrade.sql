@@ -116,6 +116,11 @@ INSERT INTO journey.messages (business_id, customer_id, channel, to_address, bod
 VALUES ('00000000-0000-0000-0000-0000000000b1', '00000000-0000-0000-0000-0000000000c2',
         'email', 'gone@example.com', 'Hi');
 DELETE FROM journey.customers WHERE id = '00000000-0000-0000-0000-0000000000c2';
+-- The new library's events trigger on the old schema: a clear error until
+-- the schema is updated, and nothing written.
+SELECT pg_temp.try($$INSERT INTO journey.events (business_id, event_type, customer_id)
+VALUES ('00000000-0000-0000-0000-0000000000b1', 'page_viewed', '00000000-0000-0000-0000-0000000000c1')$$);
+SELECT count(*) AS events FROM journey.events;
 
 ALTER EXTENSION journey UPDATE;
 SELECT extversion FROM pg_extension WHERE extname = 'journey';
