@@ -54,7 +54,8 @@ DELETE FROM journey.messages m
    AND NOT EXISTS (SELECT 1 FROM journey.customers c
                    WHERE c.business_id OPERATOR(pg_catalog.=) m.business_id
                      AND c.id OPERATOR(pg_catalog.=) m.customer_id);
-CREATE INDEX messages_customer_idx ON journey.messages (business_id, customer_id);
+-- Its look-ups (the cascade, an erasure) use messages_customer_purpose_idx,
+-- which leads with (business_id, customer_id).
 ALTER TABLE journey.messages ADD CONSTRAINT messages_customer_fkey
     FOREIGN KEY (business_id, customer_id)
     REFERENCES journey.customers (business_id, id) ON DELETE CASCADE;
@@ -176,7 +177,10 @@ ALTER TABLE journey.messages
         CONSTRAINT messages_delivery_status_check
         CHECK (delivery_status IN ('delivered', 'undelivered', 'bounced', 'complained')),
     ADD COLUMN delivery_updated_at timestamptz;
--- The frequency caps' look-up: a customer's earlier messages of a purpose.
+-- The frequency caps' look-up: a customer's earlier messages of a purpose;
+-- and, by its first two columns, a customer's or a business's messages (a
+-- separate (business_id, customer_id) index would cost each of a message's
+-- three writes, insert, claim and result, one more index entry).
 CREATE INDEX messages_customer_purpose_idx
     ON journey.messages (business_id, customer_id, message_purpose, send_after);
 -- Delivery callbacks find their message by the provider's id.
@@ -603,7 +607,7 @@ CREATE INDEX sequence_enrollments_stats_idx
 -- place of 0.2's messages_business_idx (business_id, sequence_id,
 -- send_after), which served the rate windows alone, so that the stats cost
 -- a message no index insertion of their own.  business_id-only scans (the
--- tenant's, the business cascade) use messages_customer_idx.
+-- tenant's, the business cascade) use messages_customer_purpose_idx.
 DROP INDEX journey.messages_business_idx;
 CREATE INDEX messages_sequence_idx
     ON journey.messages (sequence_id, business_id, send_after)
