@@ -34,7 +34,6 @@ typedef struct JourneySenderSlot
 	Latch	   *latch;			/* its latch, set to wake it */
 	bool		stop_requested; /* leave the database (it is being dropped) */
 	TimestampTz stop_requested_at;
-	bool		messages_queued;	/* a commit queued messages (or changed providers) */
 	/* What journey.sender_status() shows (health.c), since the start. */
 	int			pid;
 	TimestampTz started_at;

@@ -1215,16 +1215,7 @@ journey_sender_main(Datum main_arg)
 			if (events[i].events & WL_LATCH_SET)
 			{
 				ResetLatch(MyLatch);
-				/*
-				 * Only a commit that queued messages calls for a claim: the
-				 * latch is also set by commits that only made enrollments
-				 * due (the executor reads its own flag) and by signals.  A
-				 * claim for each was an empty transaction of five
-				 * statements per ingested event, about 0.5 ms of the
-				 * sender's CPU each, with the executor off as much as on.
-				 */
-				if (journey_sender_take_flag(&journey_sender_shmem->slots[my_slot].messages_queued))
-					need_claim = true;
+				need_claim = true;
 			}
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)

@@ -14,11 +14,7 @@ use Time::HiRes qw(time);
 use JourneyTest;
 
 my ($port, $log) = start_sink('http_sink.py', 'inworker');
-# pg_stat_statements counts the sender's claims (one test below).
-my $node = sender_node('inworker', q{
-shared_preload_libraries = 'journey,pg_stat_statements'
-pg_stat_statements.track = all
-});
+my $node = sender_node('inworker');
 my ($b, $c) = setup_business($node, 'Pipe Dreams');
 add_provider($node, channel => 'email', kind => 'webhook',
 	endpoint => "http://127.0.0.1:$port/ok", from => 'hello@pipedreams.example');
@@ -114,37 +110,6 @@ is(scalar(grep { $_ > 1 } values %keys), 0, 'no message sent twice');
 is($node->safe_psql('postgres', q{
 SELECT passes > 0, advanced >= 102, last_pass_at IS NOT NULL FROM journey.executor_status()}),
 	't|t|t', 'executor_status counts the passes and the enrollments advanced');
-
-# A wake-up for the executor alone claims nothing: events of a journey
-# that waits first make enrollments due later, never a message now.  Each
-# commit wakes the sender for a pass; before, each wake-up also ran a claim
-# (an empty transaction of five statements per ingested event).
-$node->safe_psql('postgres', qq{
-SELECT journey.create_sequence('$b', '{"name": "Later", "status": "active",
-  "trigger_event_type": "quote_sent", "rate_per_hour": null, "rate_per_day": null,
-  "steps": [{"kind": "wait", "wait_ms": 86400000},
-            {"kind": "send_email", "message": {"purpose": "follow_up",
-             "subject": "Any questions?", "body": "From {{business.name}}"}}]}')});
-ok(wait_for($node, q{SELECT count(*) FROM journey.messages WHERE status IN ('queued', 'sending')}, '0', 30),
-	'nothing left to send');
-$node->safe_psql('postgres', 'CREATE EXTENSION pg_stat_statements');
-my $claims_sql = q{SELECT coalesce(sum(calls), 0) FROM pg_stat_statements
- WHERE query LIKE 'WITH cand AS (%'};
-my $claims = $node->safe_psql('postgres', $claims_sql);
-cmp_ok($claims, '>', 0, 'the claims so far are counted');
-my $passes = $node->safe_psql('postgres', 'SELECT passes FROM journey.executor_status()');
-$wakeups = $node->safe_psql('postgres', 'SELECT wakeups FROM journey.executor_status()');
-for my $i (1 .. 5)
-{
-	$node->safe_psql('postgres',
-		qq{SELECT journey.ingest_event('$b', 'quote_sent', '{"external_id": "bulk-$i"}')});
-	ok(wait_for($node, "SELECT passes > $passes FROM journey.executor_status()", 't', 30),
-		"event $i: the sender ran its pass");
-	$passes = $node->safe_psql('postgres', 'SELECT passes FROM journey.executor_status()');
-}
-is($node->safe_psql('postgres', 'SELECT wakeups FROM journey.executor_status()'), $wakeups + 5,
-	'each event woke the executor');
-is($node->safe_psql('postgres', $claims_sql), $claims, 'and none made the sender claim');
 
 # Administrators only.
 $node->safe_psql('postgres', 'CREATE ROLE tenant LOGIN; GRANT journey_user TO tenant');

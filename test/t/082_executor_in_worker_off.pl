@@ -11,7 +11,12 @@ use Test::More;
 use JourneyTest;
 
 my ($port, $log) = start_sink('http_sink.py', 'off');
-my $node = sender_node('off', "journey.executor_in_worker = off\n");
+# pg_stat_statements counts the sender's claims (one test below).
+my $node = sender_node('off', q{
+journey.executor_in_worker = off
+shared_preload_libraries = 'journey,pg_stat_statements'
+pg_stat_statements.track = all
+});
 my ($b, $c) = setup_business($node, 'Pipe Dreams');
 add_provider($node, channel => 'email', kind => 'webhook',
 	endpoint => "http://127.0.0.1:$port/ok", from => 'hello@pipedreams.example');
@@ -50,6 +55,31 @@ SELECT e.current_step_index || ' ' || e.status || ' ' || (e.next_run_at <= now()
 
 ok(wait_for($node, 'SELECT enabled, next_pass_at IS NULL FROM journey.executor_status()', 'f|t', 30),
 	'executor_status shows it off');
+
+# With the executor off, a commit that only made enrollments due leaves the
+# sender asleep: before, each woke it for an empty claim (a transaction of
+# five statements per ingested event).  The probe message queued after the
+# events wakes it once; its claim and the claim after its result follow.
+$node->safe_psql('postgres', 'CREATE EXTENSION pg_stat_statements');
+my $claims_sql = q{SELECT coalesce(sum(calls), 0) FROM pg_stat_statements
+ WHERE query LIKE 'WITH cand AS (%'};
+ok(wait_for($node, "SELECT ($claims_sql) > 0", 't', 30), 'the sender\'s claims are counted');
+my $claims = $node->safe_psql('postgres', $claims_sql);
+my @woke;
+for my $i (1 .. 6)
+{
+	my $cust = customer();
+	push @woke, "'$cust'";
+	$node->safe_psql('postgres', qq{SELECT journey.ingest_event('$b', 'invoice_paid', '{"id": "$cust"}')});
+}
+my $probe = queue_message($node, business => $b, customer => customer(), purpose => 'probe');
+ok(wait_for($node, "SELECT status FROM journey.messages WHERE id = $probe", 'sent', 30),
+	'the probe is sent');
+cmp_ok($node->safe_psql('postgres', $claims_sql) - $claims, '<', 6,
+	'six events made due did not make the sender claim');
+# Out of the way of the counts below.
+$node->safe_psql('postgres', 'DELETE FROM journey.customers WHERE id IN (' . join(', ', @woke) . ')');
+
 my $c1 = event_stays_due('off');
 is($node->safe_psql('postgres', 'SELECT passes FROM journey.executor_status()'), '0',
 	'no executor pass ran');
@@ -95,7 +125,7 @@ ok(wait_for($node, qq{SELECT status FROM journey.messages
 my @got = sink_records($log);
 my %keys;
 $keys{ $_->{headers}{'Idempotency-Key'} }++ for @got;
-is(scalar(@got), 7, 'the sink got the 4 thank-yous and the 3 probes');
+is(scalar(@got), 8, 'the sink got the 4 thank-yous and the 4 probes');
 is(scalar(grep { $_ > 1 } values %keys), 0, 'none twice');
 
 $node->stop;
