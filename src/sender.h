@@ -71,9 +71,6 @@ extern void journey_sender_shmem_register(void);
  */
 extern void journey_sender_attach(int slot);
 
-/* shmem.c: reads and clears a flag of a slot, under the slot's lock. */
-extern bool journey_sender_take_flag(bool *flag);
-
 /* What the launcher passes a sender in bgw_extra. */
 typedef struct JourneySenderArgs
 {

@@ -91,19 +91,6 @@ journey_sender_attach(int slot)
 	before_shmem_exit(sender_detach, (Datum) 0);
 }
 
-/* Reads and clears one of a slot's flags: what a commit told its sender. */
-bool
-journey_sender_take_flag(bool *flag)
-{
-	bool		set;
-
-	SpinLockAcquire(&journey_sender_shmem->mutex);
-	set = *flag;
-	*flag = false;
-	SpinLockRelease(&journey_sender_shmem->mutex);
-	return set;
-}
-
 /* ---------- waking the sender at commit (any backend) ---------- */
 
 static bool wake_callback_registered = false;

@@ -115,11 +115,14 @@ static bool
 take_due_flag(void)
 {
 	JourneySenderSlot *s = &journey_sender_shmem->slots[my_slot];
+	bool		due;
 
 	SpinLockAcquire(&journey_sender_shmem->mutex);
+	due = s->enrollments_due;
+	s->enrollments_due = false;
 	s->executor_enabled = journey_executor_in_worker;
 	SpinLockRelease(&journey_sender_shmem->mutex);
-	return journey_sender_take_flag(&s->enrollments_due);
+	return due;
 }
 
 static void
