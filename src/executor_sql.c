@@ -222,6 +222,57 @@ static const char *messages_sql =
 "              $11::integer[]) AS u"
 "    ON CONFLICT (enrollment_id, step_index) DO NOTHING";
 
+/*
+ * messages_sql for the sender's own pass (journey_preclaim): each message
+ * with an enabled provider goes in 'sending', claimed for the sender ($13,
+ * lease $14 ms), while its provider's lane has room ($15/$16 list the
+ * providers with a lane and their room, $17 is any other's) and the pass
+ * has not claimed $18 yet; the rest go in 'queued' for the sender's
+ * claim, as from any other caller.  The provider is the one the claim
+ * would pick.  The executor's claim has just checked, in this
+ * transaction, that the customer exists (it holds the row) and the address
+ * is not suppressed: what the sender's claim checks again before sending
+ * a message that waited in the queue.
+ */
+static const char *messages_preclaim_sql =
+"WITH u AS ("
+" SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::integer[], $5::uuid[],"
+"                      $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],"
+"                      $11::integer[]) WITH ORDINALITY"
+"   AS u(business_id, enrollment_id, sequence_id, step_index, customer_id, channel,"
+"        message_purpose, to_address, subject, body, sequence_version, ord)),"
+" pick AS ("
+" SELECT u.ord, p.id AS provider_id,"
+"   row_number() OVER (PARTITION BY p.id ORDER BY u.ord) AS prn,"
+"   row_number() OVER (ORDER BY u.ord) AS n"
+"  FROM u CROSS JOIN LATERAL ("
+"   SELECT p.id FROM journey.providers p"
+"    WHERE p.enabled AND p.channel = u.channel"
+"      AND (p.business_id = u.business_id OR p.business_id IS NULL)"
+"    ORDER BY p.business_id NULLS LAST LIMIT 1) p"
+"  WHERE $12 <= now()),"
+" claimed AS ("
+" SELECT k.ord FROM pick k"
+"  WHERE k.n <= $18"
+"    AND k.prn <= COALESCE((SELECT f.room"
+"      FROM ROWS FROM (unnest($15::uuid[]), unnest($16::integer[])) AS f(pid, room)"
+"     WHERE f.pid = k.provider_id), $17))"
+"INSERT INTO journey.messages (business_id, enrollment_id, sequence_id,"
+"       step_index, customer_id, channel, message_purpose, to_address,"
+"       subject, body, sequence_version, send_after,"
+"       status, attempts, claimed_by, lease_expires_at)"
+"SELECT u.business_id, u.enrollment_id, u.sequence_id, u.step_index, u.customer_id,"
+"       u.channel, u.message_purpose, u.to_address, u.subject, u.body,"
+"       u.sequence_version, $12,"
+"       CASE WHEN c.ord IS NULL THEN 'queued' ELSE 'sending' END,"
+"       CASE WHEN c.ord IS NULL THEN 0 ELSE 1 END,"
+"       CASE WHEN c.ord IS NOT NULL THEN $13 END,"
+"       CASE WHEN c.ord IS NOT NULL THEN now() + $14 * interval '1 millisecond' END"
+"  FROM u LEFT JOIN claimed c ON c.ord = u.ord"
+" ORDER BY u.ord"
+"    ON CONFLICT (enrollment_id, step_index) DO NOTHING"
+" RETURNING id, status = 'sending'";
+
 static const char *log_sql =
 "INSERT INTO journey.enrollment_log (business_id, enrollment_id, step_index,"
 "       outcome, detail, sequence_version, at)"
@@ -525,6 +576,53 @@ text_or_null(HeapTuple tup, TupleDesc desc, int col)
 
 /* ---------- applying ---------- */
 
+JourneyPreclaim *journey_preclaim = NULL;
+
+/*
+ * The pass's messages, claimed for the sender as far as it has room
+ * (messages_preclaim_sql); notes their ids for it to fetch and send once
+ * the pass commits.  Only the first statement of a pass claims: the rooms
+ * it was given are spent by then (an enrollment run again on its own,
+ * after a failed batch, queues its message for the sender's claim).
+ */
+static void
+insert_preclaimed(Datum *values, char *nulls)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[18] = {UUIDARRAYOID, UUIDARRAYOID, UUIDARRAYOID, INT4ARRAYOID,
+		UUIDARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+		TEXTARRAYOID, INT4ARRAYOID, TIMESTAMPTZOID, TEXTOID, INT4OID, TEXTARRAYOID,
+	INT4ARRAYOID, INT4OID, INT4OID};
+	JourneyPreclaim *pc = journey_preclaim;
+	MemoryContext old;
+
+	values[12] = pc->token;
+	values[13] = Int32GetDatum(pc->lease_ms);
+	values[14] = pc->room_providers;
+	values[15] = pc->rooms;
+	values[16] = Int32GetDatum(pc->default_room);
+	values[17] = Int32GetDatum(pc->total_room);
+	memset(nulls + 12, ' ', 6);
+	pc->used = true;
+	run_plan(journey_keep_plan(&plan, messages_preclaim_sql, 18, types), values, nulls,
+			 SPI_OK_INSERT_RETURNING);
+
+	old = MemoryContextSwitchTo(pc->cxt);
+	pc->ids = palloc(sizeof(int64) * Max(1, SPI_processed));
+	MemoryContextSwitchTo(old);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		HeapTuple	tup = SPI_tuptable->vals[i];
+
+		if (DatumGetBool(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull)))
+			pc->ids[pc->n_ids++] =
+				DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
+		else
+			pc->left_queued = true;
+	}
+}
+
 /*
  * The messages and the log go in before the enrollments change: their
  * foreign-key checks then find a single version of each enrollment row.
@@ -532,8 +630,9 @@ text_or_null(HeapTuple tup, TupleDesc desc, int col)
 void
 exec_apply(ExecState *st)
 {
-	Datum		values[BATCH_MAX_COLS + 1];
-	char		nulls[BATCH_MAX_COLS + 1];
+	/* A batch's columns, then the statement's other arguments. */
+	Datum		values[BATCH_MAX_COLS + 7];
+	char		nulls[BATCH_MAX_COLS + 7];
 
 	if (st->messages.n > 0)
 	{
@@ -544,8 +643,16 @@ exec_apply(ExecState *st)
 		exec_batch_arrays(&st->messages, MSG_ENROLLMENT_ID, values, nulls);
 		values[MSG_NCOLS] = TimestampTzGetDatum(st->as_of);
 		nulls[MSG_NCOLS] = ' ';
-		run_plan(journey_keep_plan(&messages_plan, messages_sql, 12, types), values, nulls,
-				 SPI_OK_INSERT);
+		if (journey_preclaim != NULL && !journey_preclaim->used && st->schema_0_3 &&
+			journey_preclaim->total_room > 0)
+			insert_preclaimed(values, nulls);
+		else
+		{
+			run_plan(journey_keep_plan(&messages_plan, messages_sql, 12, types), values, nulls,
+					 SPI_OK_INSERT);
+			if (SPI_processed > 0 && journey_preclaim != NULL)
+				journey_preclaim->left_queued = true;
+		}
 		if (SPI_processed > 0)
 			journey_sender_wake_at_commit();
 	}

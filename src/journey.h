@@ -314,6 +314,28 @@ extern void journey_note_enrollment_due(void);
  * executor tries again shortly rather than at the next poll).
  */
 extern bool journey_executor_left_locked;
+/*
+ * The sender's claim on what its own executor pass enqueues (worker.c sets
+ * it around the pass, worker_executor.c): the pass's due messages go in
+ * already 'sending', claimed for that sender, as far as its lanes have
+ * room, so they need no claim of their own before they leave.  NULL in
+ * every other caller of the executor (pg_cron, a session).
+ */
+typedef struct JourneyPreclaim
+{
+	Datum		token;			/* text: claimed_by */
+	int32		lease_ms;
+	Datum		room_providers; /* text[] of provider ids with a lane */
+	Datum		rooms;			/* int[]: how many more each may take */
+	int32		default_room;	/* any other provider's */
+	int32		total_room;		/* the most the pass may claim */
+	bool		used;			/* one statement per pass claims */
+	int64	   *ids;			/* what it claimed (a rolled back subtransaction's too) */
+	int			n_ids;
+	bool		left_queued;	/* the pass queued messages it did not claim */
+	MemoryContext cxt;			/* where ids live */
+} JourneyPreclaim;
+extern JourneyPreclaim *journey_preclaim;
 /* launcher.c: shared memory, the launcher worker, the DROP DATABASE hook. */
 extern void journey_sender_register(void);
 /* worker.c: the sender's main loop. */

@@ -160,6 +160,11 @@ extern void journey_worker_executor_init(int slot);
 extern bool journey_worker_executor_step(bool sender_busy);
 /* Milliseconds until a pass is due, -1 for none. */
 extern long journey_worker_executor_wait_ms(bool sender_busy);
+/* worker.c: the claim on what the sender's own pass enqueues (journey.h). */
+extern bool journey_sender_preclaim_begin(JourneyPreclaim *pc);
+extern void journey_sender_preclaim_fetch(JourneyPreclaim *pc);
+extern void journey_sender_preclaim_start(void);
+extern void journey_sender_preclaim_discard(void);
 
 /* providers.c */
 /* Builds msg's request in cxt (which holds msg); NULL and *error if it can't. */

@@ -1084,6 +1084,125 @@ claim_and_send(bool in_xact)
 		journey_health_claimed(my_slot, journey_transport_in_flight());
 }
 
+/* ---------- what the sender's own executor pass claims ---------- */
+
+/*
+ * The messages a pass claimed (JourneyPreclaim), read back in the pass's
+ * transaction with what their requests need: the claim's columns.  The
+ * provider is picked as the claim picks it; one gone meanwhile (disabled
+ * by a commit between the two statements) puts its messages back in the
+ * queue, their attempt unspent.
+ */
+static const char *preclaimed_sql =
+"WITH f AS ("
+" SELECT m.id, m.attempts, m.business_id, m.customer_id, m.enrollment_id, m.sequence_id,"
+"   m.step_index, m.channel, m.message_purpose, m.to_address, m.subject, m.body,"
+"   p.id AS provider_id, p.kind, p.endpoint, p.from_address, p.credentials, p.settings"
+"  FROM journey.messages m"
+"  LEFT JOIN LATERAL ("
+"   SELECT p.id, p.kind, p.endpoint, p.from_address, p.credentials, p.settings"
+"    FROM journey.providers p"
+"   WHERE p.enabled AND p.channel OPERATOR(pg_catalog.=) m.channel"
+"     AND (p.business_id OPERATOR(pg_catalog.=) m.business_id OR p.business_id IS NULL)"
+"   ORDER BY p.business_id NULLS LAST LIMIT 1) p ON true"
+" WHERE m.id OPERATOR(pg_catalog.=) ANY ($1)"
+"   AND m.status OPERATOR(pg_catalog.=) 'sending'"
+"   AND m.claimed_by OPERATOR(pg_catalog.=) $2),"
+" back AS ("
+" UPDATE journey.messages m"
+"    SET status = 'queued', attempts = m.attempts OPERATOR(pg_catalog.-) 1,"
+"        claimed_by = NULL, lease_expires_at = NULL"
+"  WHERE m.id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT id FROM f WHERE provider_id IS NULL)))"
+" SELECT f.id, f.attempts, f.business_id::text, f.customer_id::text,"
+"   f.enrollment_id::text, f.sequence_id::text, f.step_index::text, f.channel,"
+"   f.message_purpose, f.to_address, f.subject, f.body, f.kind, f.endpoint,"
+"   f.from_address, f.credentials, f.settings::text,"
+"   CASE WHEN f.channel OPERATOR(pg_catalog.=) 'email'"
+"     THEN journey.unsubscribe_link(f.business_id, f.channel, f.to_address) END,"
+"   f.provider_id::text"
+"  FROM f WHERE f.provider_id IS NOT NULL ORDER BY f.id";
+
+static SPIPlanPtr preclaimed_plan = NULL;
+static JourneyMessage **preclaimed = NULL;	/* read back, not started yet */
+static uint64 n_preclaimed = 0;
+
+/*
+ * Fills in what the coming executor pass may claim: the room of the lanes,
+ * as a claim would take it.  False when it may claim nothing: no room,
+ * or a dead sender's messages not taken back yet (their claimed_by is this
+ * server's too, so the first claim must see only theirs).
+ */
+bool
+journey_sender_preclaim_begin(JourneyPreclaim *pc)
+{
+	Datum		room[3];
+
+	if (reclaim_own || !journey_installed)
+		return false;
+	pc->total_room = Min(journey_batch_size, journey_lanes_claim_room());
+	if (pc->total_room <= 0)
+		return false;
+	journey_lanes_room_args(room);
+	pc->token = CStringGetTextDatum(claim_token);
+	pc->lease_ms = journey_lease_ms;
+	pc->room_providers = room[0];
+	pc->rooms = room[1];
+	pc->default_room = DatumGetInt32(room[2]);
+	return true;
+}
+
+/* In the pass's transaction, after the executor: reads back what it claimed. */
+void
+journey_sender_preclaim_fetch(JourneyPreclaim *pc)
+{
+	Oid			types[2] = {INT8ARRAYOID, TEXTOID};
+	Datum		args[2];
+	Datum	   *elems;
+
+	n_preclaimed = 0;
+	preclaimed = NULL;
+	if (pc->n_ids == 0)
+		return;
+	read_installation_id();
+	elems = palloc(sizeof(Datum) * pc->n_ids);
+	for (int i = 0; i < pc->n_ids; i++)
+		elems[i] = Int64GetDatum(pc->ids[i]);
+	args[0] = PointerGetDatum(construct_array(elems, pc->n_ids, INT8OID, 8,
+											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[1] = pc->token;
+	if (SPI_execute_plan(journey_keep_plan(&preclaimed_plan, preclaimed_sql, 2, types),
+						 args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "journey sender could not read the messages its executor claimed");
+	keep_claimed(&preclaimed, &n_preclaimed);
+}
+
+/* Committed: the claimed messages go to their lanes, as a claim's do. */
+void
+journey_sender_preclaim_start(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	for (uint64 i = 0; i < n_preclaimed; i++)
+		journey_lanes_add(preclaimed[i], now);
+	if (n_preclaimed > 0)
+	{
+		start_waiting();
+		journey_health_claimed(my_slot, journey_transport_in_flight());
+	}
+	n_preclaimed = 0;
+	preclaimed = NULL;
+}
+
+/* The pass failed: what it read back was rolled back with it. */
+void
+journey_sender_preclaim_discard(void)
+{
+	for (uint64 i = 0; i < n_preclaimed; i++)
+		MemoryContextDelete(GetMemoryChunkContext(preclaimed[i]));
+	n_preclaimed = 0;
+	preclaimed = NULL;
+}
+
 /*
  * Whether there is room for a claim: none in flight, or half the capacity
  * free, so a busy sender claims in batches instead of one by one.
@@ -1244,6 +1363,16 @@ journey_sender_main(Datum main_arg)
 			next_due = 0;
 		}
 
+		/*
+		 * One executor batch at most, before the claim: the lanes have
+		 * room now that the finished requests left them, and the pass's
+		 * messages take it (journey_preclaim) and leave at its commit; a
+		 * claim first would fill the lanes from the queue instead.  What
+		 * the pass queued unclaimed is claimed below.
+		 */
+		if (journey_worker_executor_step(sender_busy()))
+			need_claim = true;
+
 		PG_TRY();
 		{
 			if (n_results > 0 && results_due())
@@ -1272,9 +1401,5 @@ journey_sender_main(Datum main_arg)
 			next_poll = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000);
 		}
 		PG_END_TRY();
-
-		/* One executor batch at most; what it queued is claimed next turn. */
-		if (journey_worker_executor_step(sender_busy()))
-			need_claim = true;
 	}
 }

@@ -86,6 +86,7 @@ static SPIPlanPtr next_run_plan = NULL;
 static bool journey_installed = false;	/* as of the last begin_pass */
 static TimestampTz last_pass_end = 0;
 static bool last_pass_full = false;	/* it left more due */
+static bool left_queued = false;	/* the last pass queued messages it did not claim */
 
 void
 journey_worker_executor_init(int slot)
@@ -192,7 +193,10 @@ run_pass(void)
 	TimestampTz poll_at;
 	int			advanced = 0;
 	bool		isnull;
+	MemoryContext cxt = CurrentMemoryContext;
+	JourneyPreclaim pc;
 
+	left_queued = false;
 	if (!begin_pass())
 	{
 		end_pass();
@@ -205,13 +209,38 @@ run_pass(void)
 	poll_at = TimestampTzPlusMilliseconds(as_of, journey_poll_interval_ms);
 	args[0] = Int32GetDatum(journey_executor_batch_size);
 	args[1] = TimestampTzGetDatum(as_of);
-	if (SPI_execute_plan(journey_keep_plan(&advance_plan,
-										   "SELECT journey.advance_due_enrollments($1, $2)",
-										   2, types),
-						 args, NULL, false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "journey sender could not advance due enrollments");
+
+	/*
+	 * The pass's messages go out claimed for this sender, so that they
+	 * leave after this one commit, without a claim of their own.
+	 */
+	memset(&pc, 0, sizeof(pc));
+	pc.cxt = cxt;
+	{
+		MemoryContext old = MemoryContextSwitchTo(cxt);
+
+		if (journey_sender_preclaim_begin(&pc))
+			journey_preclaim = &pc;
+		MemoryContextSwitchTo(old);
+	}
+	PG_TRY();
+	{
+		if (SPI_execute_plan(journey_keep_plan(&advance_plan,
+											   "SELECT journey.advance_due_enrollments($1, $2)",
+											   2, types),
+							 args, NULL, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "journey sender could not advance due enrollments");
+	}
+	PG_FINALLY();
+	{
+		journey_preclaim = NULL;
+	}
+	PG_END_TRY();
 	advanced = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
 										   &isnull));
+	/* Without the claim (no room), what the pass queued waits for one. */
+	left_queued = advanced > 0 && (pc.token == (Datum) 0 || pc.left_queued);
+	journey_sender_preclaim_fetch(&pc);
 	if (advanced >= journey_executor_batch_size)
 		next_pass_at = 0;		/* more are due: the next turn of the loop */
 	else
@@ -236,6 +265,8 @@ run_pass(void)
 							   TimestampTzPlusMilliseconds(as_of, PASS_RETRY_MIN_MS));
 	}
 	end_pass();
+	/* Committed: the network may have them now. */
+	journey_sender_preclaim_start();
 	return advanced;
 }
 
@@ -251,8 +282,9 @@ pass_start_at(TimestampTz at, bool sender_busy)
 }
 
 /*
- * Runs one executor pass when one is due.  Returns true when it advanced
- * enrollments (they may have queued messages for the sender to claim).
+ * Runs one executor pass when one is due.  Returns true when it may have
+ * queued messages for the sender to claim (those it claimed are on their
+ * way already).
  */
 bool
 journey_worker_executor_step(bool sender_busy)
@@ -292,6 +324,7 @@ journey_worker_executor_step(bool sender_busy)
 		else
 			EmitErrorReport();
 		FreeErrorData(edata);
+		journey_sender_preclaim_discard();
 		AbortOutOfAnyTransaction();
 		SPI_finish();
 		FlushErrorState();
@@ -304,6 +337,7 @@ journey_worker_executor_step(bool sender_busy)
 	PG_END_TRY();
 	last_pass_end = GetCurrentTimestamp();
 	last_pass_full = advanced >= journey_executor_batch_size;
+	/* A failed pass's own messages were rolled back with it. */
 
 	SpinLockAcquire(&journey_sender_shmem->mutex);
 	s->executor_passes++;
@@ -311,7 +345,7 @@ journey_worker_executor_step(bool sender_busy)
 	s->executor_last_pass_at = GetCurrentTimestamp();
 	s->executor_next_pass_at = next_pass_at;
 	SpinLockRelease(&journey_sender_shmem->mutex);
-	return advanced > 0;
+	return left_queued;
 }
 
 /* Milliseconds until the next pass is due; -1 when none is planned. */

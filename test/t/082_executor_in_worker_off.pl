@@ -20,11 +20,7 @@ pg_stat_statements.track = all
 my ($b, $c) = setup_business($node, 'Pipe Dreams');
 add_provider($node, channel => 'email', kind => 'webhook',
 	endpoint => "http://127.0.0.1:$port/ok", from => 'hello@pipedreams.example');
-$node->safe_psql('postgres', qq{
-SELECT journey.create_sequence('$b', '{"name": "Thanks", "status": "active",
-  "trigger_event_type": "invoice_paid", "rate_per_hour": null, "rate_per_day": null,
-  "steps": [{"kind": "send_email", "message": {"purpose": "thank_you",
-             "subject": "Thanks!", "body": "From {{business.name}}"}}]}')});
+thanks_journey($node, $b);
 my $n = 0;
 
 sub customer

@@ -17,7 +17,7 @@ use Test::More;
 
 our @EXPORT = qw(journey_node sender_node start_sink sink_records wait_for
   wait_for_log setup_business add_provider queue_message fingerprint
-  idempotency_key);
+  idempotency_key thanks_journey);
 
 my $sinks = "$FindBin::Bin/../sinks";
 
@@ -166,6 +166,17 @@ sub add_provider
 	return $node->safe_psql('postgres',
 		"INSERT INTO journey.providers (business_id, channel, kind, endpoint, from_address, credentials)
 		 VALUES ($b, '$p{channel}', '$p{kind}', '$p{endpoint}', $from, $cred) RETURNING id");
+}
+
+# An active journey of one step: a thank-you email at once, on invoice_paid.
+sub thanks_journey
+{
+	my ($node, $b) = @_;
+	return $node->safe_psql('postgres', qq{
+SELECT journey.create_sequence('$b', '{"name": "Thanks", "status": "active",
+  "trigger_event_type": "invoice_paid", "rate_per_hour": null, "rate_per_day": null,
+  "steps": [{"kind": "send_email", "message": {"purpose": "thank_you",
+             "subject": "Thanks!", "body": "From {{business.name}}"}}]}')});
 }
 
 # Queues one message; returns its id.
