@@ -135,6 +135,8 @@ extern Datum journey_spi_get_copy(int row, int col, Oid type, bool *isnull,
 
 /* A plan prepared once per backend and kept in *plan. */
 extern SPIPlanPtr journey_keep_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes);
+extern SPIPlanPtr journey_keep_plan_opts(SPIPlanPtr *plan, const char *sql, int nargs,
+										 Oid *argtypes, int cursor_options);
 
 /* SPI_execute_with_args with the plan prepared once and kept in *plan. */
 extern int	journey_spi_kept(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,

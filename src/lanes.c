@@ -55,6 +55,7 @@ typedef struct Lane
 	JourneyMessage **waiting;	/* oldest first, from `head` on */
 	int			head;
 	bool		answers_quickly;	/* its last request took under SLOW_REQUEST_MS */
+	bool		filled;			/* reached its limit since it last asked for a claim */
 	TimestampTz slow_until;
 	TimestampTz last_used;
 } Lane;
@@ -144,6 +145,8 @@ journey_lanes_add(JourneyMessage *msg, TimestampTz claimed_at)
 	}
 	l->waiting[l->head + l->n_waiting++] = msg;
 	total_waiting++;
+	if (l->in_flight + l->n_waiting >= lane_limit(l, claimed_at))
+		l->filled = true;
 }
 
 /*
@@ -204,16 +207,18 @@ refill_below(int limit)
 /*
  * A request ends, or never started (requested = false: it tells nothing
  * of how the provider answers).  Returns true when its provider had been
- * full and is now down to refill_below: time to claim for it, in a batch
- * rather than one message per finished request.
+ * full (since the last time this said so) and is now down to
+ * refill_below: time to claim for it, in a batch rather than one message
+ * per finished request.  The lane remembers having been full: a lane
+ * rarely goes from full to refill_below in one finished request.
  */
 bool
 journey_lanes_done(JourneyMessage *msg, bool requested)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	Lane	   *l = lane_of(msg->provider_id);
-	int			limit = lane_limit(l, now);
-	bool		was_full = l->in_flight + l->n_waiting >= limit;
+	int			limit;
+	bool		refill;
 
 	l->in_flight--;
 	l->last_used = now;
@@ -224,9 +229,12 @@ journey_lanes_done(JourneyMessage *msg, bool requested)
 			l->slow_until = TimestampTzPlusMilliseconds(now, SLOW_MEMORY_MS);
 	}
 	limit = lane_limit(l, now);
+	refill = l->filled && l->in_flight + l->n_waiting <= refill_below(limit);
+	if (refill)
+		l->filled = false;
 	if (l->in_flight == 0 && l->n_waiting == 0)
 		compact(now);
-	return was_full && l->in_flight + l->n_waiting <= refill_below(limit);
+	return refill;
 }
 
 /*

@@ -44,6 +44,7 @@ typedef struct JourneySenderSlot
 	int64		failed;
 	int64		retried;
 	/* The executor in the sender (worker_executor.c), counted since it started. */
+	bool		messages_queued;	/* a commit queued messages (the sender claims) */
 	bool		enrollments_due;	/* a commit made enrollments due */
 	bool		executor_enabled;	/* journey.executor_in_worker as it sees it */
 	uint64		executor_wakeups;	/* commits that set enrollments_due */

@@ -145,7 +145,10 @@ wake_xact_callback(XactEvent event, void *arg)
 					latch = s->latch;
 			}
 			if (wake_sender)
+			{
+				s->messages_queued = true;
 				latch = s->latch;
+			}
 		}
 		SpinLockRelease(&journey_sender_shmem->mutex);
 		/* A stale latch is harmless: SetLatch checks its owner. */

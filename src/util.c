@@ -287,9 +287,21 @@ journey_touch_updated_at(PG_FUNCTION_ARGS)
 SPIPlanPtr
 journey_keep_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
 {
+	return journey_keep_plan_opts(plan, sql, nargs, argtypes, 0);
+}
+
+/*
+ * The same with the plan cache's options: CURSOR_OPT_GENERIC_PLAN plans
+ * once for every value of the arguments, for a statement whose planning
+ * costs more than running it and whose plan does not depend on them.
+ */
+SPIPlanPtr
+journey_keep_plan_opts(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,
+					   int cursor_options)
+{
 	if (*plan == NULL)
 	{
-		SPIPlanPtr	p = SPI_prepare(sql, nargs, argtypes);
+		SPIPlanPtr	p = SPI_prepare_cursor(sql, nargs, argtypes, cursor_options);
 
 		if (p == NULL)
 			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
