@@ -604,7 +604,6 @@ insert_preclaimed(Datum *values, char *nulls)
 	values[16] = Int32GetDatum(pc->default_room);
 	values[17] = Int32GetDatum(pc->total_room);
 	memset(nulls + 12, ' ', 6);
-	pc->used = true;
 	run_plan(journey_keep_plan(&plan, messages_preclaim_sql, 18, types), values, nulls,
 			 SPI_OK_INSERT_RETURNING);
 
@@ -644,8 +643,7 @@ exec_apply(ExecState *st)
 		exec_batch_arrays(&st->messages, MSG_ENROLLMENT_ID, values, nulls);
 		values[MSG_NCOLS] = TimestampTzGetDatum(st->as_of);
 		nulls[MSG_NCOLS] = ' ';
-		if (journey_preclaim != NULL && !journey_preclaim->used && st->schema_0_3 &&
-			journey_preclaim->total_room > 0)
+		if (journey_preclaim != NULL && journey_preclaim->ids == NULL && st->schema_0_3)
 			insert_preclaimed(values, nulls);
 		else
 		{

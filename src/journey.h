@@ -331,8 +331,8 @@ typedef struct JourneyPreclaim
 	Datum		rooms;			/* int[]: how many more each may take */
 	int32		default_room;	/* any other provider's */
 	int32		total_room;		/* the most the pass may claim */
-	bool		used;			/* one statement per pass claims */
-	int64	   *ids;			/* what it claimed (a rolled back subtransaction's too) */
+	int64	   *ids;			/* what it claimed (a rolled back subtransaction's too);
+								 * set by the one statement of a pass that claims */
 	int			n_ids;
 	bool		left_queued;	/* the pass queued messages it did not claim */
 	MemoryContext cxt;			/* where ids live */

@@ -103,6 +103,27 @@ static char installation_id[64];	/* journey.installation's id, as of the claim *
 "  WHERE m.id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT id FROM " ids "))" \
 "  FOR UPDATE OF m SKIP LOCKED)"
 
+/* The provider that sends message m: its business's own for the channel, else the default. */
+#define PROVIDER_OF(m) \
+"   SELECT p.id, p.kind, p.endpoint, p.from_address, p.credentials, p.settings" \
+"    FROM journey.providers p" \
+"   WHERE p.enabled AND p.channel OPERATOR(pg_catalog.=) " m ".channel" \
+"     AND (p.business_id OPERATOR(pg_catalog.=) " m ".business_id OR p.business_id IS NULL)" \
+"   ORDER BY p.business_id NULLS LAST LIMIT 1"
+
+/*
+ * What a claimed message's request needs (ClaimColumn, in its order): the
+ * message's columns from m, its provider's from p (with p.provider_id).
+ */
+#define CLAIM_OUTPUT(m, p) \
+m ".id, " m ".attempts, " m ".business_id::text, " m ".customer_id::text," \
+"   " m ".enrollment_id::text, " m ".sequence_id::text, " m ".step_index::text, " m ".channel," \
+"   " m ".message_purpose, " m ".to_address, " m ".subject, " m ".body, " p ".kind, " p ".endpoint," \
+"   " p ".from_address, " p ".credentials, " p ".settings::text," \
+"   CASE WHEN " m ".channel OPERATOR(pg_catalog.=) 'email'" \
+"     THEN journey.unsubscribe_link(" m ".business_id, " m ".channel, " m ".to_address) END," \
+"   " p ".provider_id::text"
+
 /*
  * Claims up to $1 due messages that have a provider; "extra" narrows the
  * choice.  Fair: each business offers its oldest $1 due messages (one
@@ -147,12 +168,7 @@ static char installation_id[64];	/* journey.installation's id, as of the claim *
 "   pg_catalog.row_number() OVER (PARTITION BY p.id ORDER BY c.send_after, c.id) AS prn," \
 "   pg_catalog.row_number() OVER (PARTITION BY c.business_id ORDER BY c.send_after, c.id) AS brn" \
 "  FROM cand c" \
-"  CROSS JOIN LATERAL (" \
-"   SELECT p.id, p.kind, p.endpoint, p.from_address, p.credentials, p.settings" \
-"    FROM journey.providers p" \
-"   WHERE p.enabled AND p.channel OPERATOR(pg_catalog.=) c.channel" \
-"     AND (p.business_id OPERATOR(pg_catalog.=) c.business_id OR p.business_id IS NULL)" \
-"   ORDER BY p.business_id NULLS LAST LIMIT 1) p)," \
+"  CROSS JOIN LATERAL (" PROVIDER_OF("c") ") p)," \
 " pick AS (" \
 " SELECT d.* FROM due d" \
 "  WHERE d.prn OPERATOR(pg_catalog.<=) COALESCE((SELECT f.room" \
@@ -171,13 +187,7 @@ LOCKED_BY_KEY("pick") "," \
 " RETURNING m.id, m.attempts, m.business_id, m.customer_id, m.enrollment_id," \
 "   m.sequence_id, m.step_index, m.channel, m.message_purpose, m.to_address," \
 "   m.subject, m.body)" \
-" SELECT u.id, u.attempts, u.business_id::text, u.customer_id::text," \
-"   u.enrollment_id::text, u.sequence_id::text, u.step_index::text, u.channel," \
-"   u.message_purpose, u.to_address, u.subject, u.body, p.kind, p.endpoint," \
-"   p.from_address, p.credentials, p.settings::text," \
-"   CASE WHEN u.channel OPERATOR(pg_catalog.=) 'email'" \
-"     THEN journey.unsubscribe_link(u.business_id, u.channel, u.to_address) END," \
-"   p.provider_id::text" \
+" SELECT " CLAIM_OUTPUT("u", "p") \
 "  FROM upd u JOIN pick p ON p.id OPERATOR(pg_catalog.=) u.id" \
 " ORDER BY p.brn, p.send_after"
 
@@ -895,6 +905,20 @@ keep_claimed(JourneyMessage ***msgs, uint64 *got)
 }
 
 /*
+ * Committed claimed messages join their providers' lanes, and the requests
+ * that have room start.  Never in a transaction: this is the network.
+ */
+static void
+hand_to_lanes(JourneyMessage **msgs, uint64 n, TimestampTz claimed_at)
+{
+	for (uint64 i = 0; i < n; i++)
+		journey_lanes_add(msgs[i], claimed_at);
+	start_waiting();
+	if (n > 0)
+		journey_health_claimed(my_slot, journey_transport_in_flight());
+}
+
+/*
  * Claims due messages up to the free capacity, commits, then starts their
  * requests.  The claim's commit is durable, like every other: the attempt
  * it counts is what stops a message that crashes the sender from being
@@ -939,7 +963,6 @@ claim_and_send(bool in_xact)
 	Datum		args[7];
 	JourneyMessage **msgs = NULL;
 	uint64		got = 0;
-	uint64		i;
 	TimestampTz due = 0;
 
 	need_claim = false;
@@ -1077,11 +1100,7 @@ claim_and_send(bool in_xact)
 		forget_results();
 
 	/* Committed: now, and only now, the network. */
-	for (i = 0; i < got; i++)
-		journey_lanes_add(msgs[i], now);
-	start_waiting();
-	if (got > 0)
-		journey_health_claimed(my_slot, journey_transport_in_flight());
+	hand_to_lanes(msgs, got, now);
 }
 
 /* ---------- what the sender's own executor pass claims ---------- */
@@ -1099,12 +1118,7 @@ static const char *preclaimed_sql =
 "   m.step_index, m.channel, m.message_purpose, m.to_address, m.subject, m.body,"
 "   p.id AS provider_id, p.kind, p.endpoint, p.from_address, p.credentials, p.settings"
 "  FROM journey.messages m"
-"  LEFT JOIN LATERAL ("
-"   SELECT p.id, p.kind, p.endpoint, p.from_address, p.credentials, p.settings"
-"    FROM journey.providers p"
-"   WHERE p.enabled AND p.channel OPERATOR(pg_catalog.=) m.channel"
-"     AND (p.business_id OPERATOR(pg_catalog.=) m.business_id OR p.business_id IS NULL)"
-"   ORDER BY p.business_id NULLS LAST LIMIT 1) p ON true"
+"  LEFT JOIN LATERAL (" PROVIDER_OF("m") ") p ON true"
 " WHERE m.id OPERATOR(pg_catalog.=) ANY ($1)"
 "   AND m.status OPERATOR(pg_catalog.=) 'sending'"
 "   AND m.claimed_by OPERATOR(pg_catalog.=) $2),"
@@ -1113,13 +1127,7 @@ static const char *preclaimed_sql =
 "    SET status = 'queued', attempts = m.attempts OPERATOR(pg_catalog.-) 1,"
 "        claimed_by = NULL, lease_expires_at = NULL"
 "  WHERE m.id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT id FROM f WHERE provider_id IS NULL)))"
-" SELECT f.id, f.attempts, f.business_id::text, f.customer_id::text,"
-"   f.enrollment_id::text, f.sequence_id::text, f.step_index::text, f.channel,"
-"   f.message_purpose, f.to_address, f.subject, f.body, f.kind, f.endpoint,"
-"   f.from_address, f.credentials, f.settings::text,"
-"   CASE WHEN f.channel OPERATOR(pg_catalog.=) 'email'"
-"     THEN journey.unsubscribe_link(f.business_id, f.channel, f.to_address) END,"
-"   f.provider_id::text"
+" SELECT " CLAIM_OUTPUT("f", "f")
 "  FROM f WHERE f.provider_id IS NOT NULL ORDER BY f.id";
 
 static SPIPlanPtr preclaimed_plan = NULL;
@@ -1180,15 +1188,7 @@ journey_sender_preclaim_fetch(JourneyPreclaim *pc)
 void
 journey_sender_preclaim_start(void)
 {
-	TimestampTz now = GetCurrentTimestamp();
-
-	for (uint64 i = 0; i < n_preclaimed; i++)
-		journey_lanes_add(preclaimed[i], now);
-	if (n_preclaimed > 0)
-	{
-		start_waiting();
-		journey_health_claimed(my_slot, journey_transport_in_flight());
-	}
+	hand_to_lanes(preclaimed, n_preclaimed, GetCurrentTimestamp());
 	n_preclaimed = 0;
 	preclaimed = NULL;
 }
