@@ -317,6 +317,8 @@ journey_ingest_event(PG_FUNCTION_ARGS)
 	journey_require_business_exists(business_id);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	/* A webhook's pooled session keeps its plans as long as the sender. */
+	journey_replan_if_grown();
 
 	values[0] = business_id;
 	nulls[0] = ' ';

@@ -139,6 +139,7 @@ extern SPIPlanPtr journey_keep_plan_opts(SPIPlanPtr *plan, const char *sql, int 
 										 Oid *argtypes, int cursor_options);
 
 /* SPI_execute_with_args with the plan prepared once and kept in *plan. */
+extern void journey_replan_if_grown(void);
 extern int	journey_spi_kept(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,
 							 Datum *values, const char *nulls, bool read_only, long count);
 

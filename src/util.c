@@ -19,6 +19,9 @@
 #include "fmgr.h"
 #include "pgtime.h"
 #include "catalog/pg_type.h"
+#include "storage/bufmgr.h"
+#include "storage/lmgr.h"
+#include "access/relation.h"
 #include "mb/pg_wchar.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -27,6 +30,7 @@
 #include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
+#include "utils/plancache.h"
 #include "utils/rel.h"
 #include "utils/timestamp.h"
 
@@ -310,6 +314,61 @@ journey_keep_plan_opts(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtyp
 		*plan = p;
 	}
 	return *plan;
+}
+
+/*
+ * A kept plan is costed for its tables as they were when it was planned,
+ * and stays until an ANALYZE or DDL invalidates it.  A sender that planned
+ * its claim on a new database's near-empty messages table kept locking
+ * each claimed row through a sequential scan while a burst grew the table
+ * to 100k rows, and its drain fell from 9,300 to 1,300 messages a second.
+ * The planner scales its estimates to a table's current size, so planning
+ * again once the busy tables have doubled is enough: a handful of resets
+ * over a database's life.  At most one look a second, a few lseek calls;
+ * called inside a transaction.  A table locked by DDL is skipped (the DDL
+ * invalidates the plans itself).
+ */
+#define REPLAN_CHECK_MS 1000
+#define REPLAN_MIN_GROWTH 128	/* blocks: 1 MB, no churn while tables are tiny */
+
+void
+journey_replan_if_grown(void)
+{
+	static const char *const tables[] = {"messages", "sequence_enrollments", "customers", "events"};
+	static BlockNumber planned_blocks[lengthof(tables)];
+	static bool have_sizes = false;
+	static TimestampTz next_check = 0;
+	TimestampTz now = GetCurrentTimestamp();
+	BlockNumber blocks[lengthof(tables)];
+	bool		grown = false;
+	Oid			nsp;
+
+	if (now < next_check)
+		return;
+	next_check = TimestampTzPlusMilliseconds(now, REPLAN_CHECK_MS);
+	nsp = journey_schema_oid();
+	for (int i = 0; i < lengthof(tables); i++)
+	{
+		Oid			relid = get_relname_relid(tables[i], nsp);
+		Relation	rel;
+
+		if (!OidIsValid(relid) || !ConditionalLockRelationOid(relid, AccessShareLock))
+			return;
+		rel = relation_open(relid, NoLock);
+		blocks[i] = RelationGetNumberOfBlocks(rel);
+		relation_close(rel, NoLock);
+		grown |= have_sizes && blocks[i] > planned_blocks[i] * 2 + REPLAN_MIN_GROWTH;
+	}
+	if (grown)
+		ResetPlanCache();
+	/*
+	 * Each table's size as the plans now in use saw it, about: a table
+	 * that shrank was truncated or rewritten, which invalidated them.
+	 */
+	for (int i = 0; i < lengthof(tables); i++)
+		if (grown || !have_sizes || blocks[i] < planned_blocks[i])
+			planned_blocks[i] = blocks[i];
+	have_sizes = true;
 }
 
 /*

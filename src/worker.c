@@ -483,6 +483,7 @@ begin_work(const char *activity)
 	}
 	if (!journey_installed)
 		return false;
+	journey_replan_if_grown();
 	prepare_plans();
 	return true;
 }
