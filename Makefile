@@ -40,6 +40,7 @@ OBJS = \
 	src/delivery.o \
 	src/send_rules.o \
 	src/worker_executor.o \
+	src/executor_helper.o \
 	src/launcher.o
 
 DATA = $(wildcard journey--*.sql)

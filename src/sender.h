@@ -81,6 +81,9 @@ typedef struct JourneySenderArgs
 } JourneySenderArgs;
 
 extern PGDLLEXPORT void journey_launcher_main(Datum main_arg);
+/* worker.c: connects a sender or its helper (bgw_extra holds the args) */
+extern void journey_worker_connect(Datum main_arg, JourneySenderArgs *args,
+								   const char *appname);
 
 /* A claimed message with the provider that delivers it. */
 typedef struct JourneyMessage
@@ -161,6 +164,10 @@ extern void journey_worker_executor_init(int slot);
 extern bool journey_worker_executor_step(bool sender_busy);
 /* Milliseconds until a pass is due, -1 for none. */
 extern long journey_worker_executor_wait_ms(bool sender_busy);
+/* executor_helper.c: a second process for a burst of due enrollments */
+extern void journey_executor_helper_start(void);
+extern bool journey_executor_helper_running(void);
+extern PGDLLEXPORT void journey_executor_helper_main(Datum main_arg);
 /* worker.c: the claim on what the sender's own pass enqueues (journey.h). */
 extern bool journey_sender_preclaim_begin(JourneyPreclaim *pc);
 extern void journey_sender_preclaim_fetch(JourneyPreclaim *pc);

@@ -1287,28 +1287,39 @@ recover_from_error(void)
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
+/*
+ * The start of the sender and of its executor helper: their arguments,
+ * signals, the connection as the sender's role, and the session settings
+ * both run under.
+ */
+void
+journey_worker_connect(Datum main_arg, JourneySenderArgs *args, const char *appname)
+{
+	memcpy(args, MyBgworkerEntry->bgw_extra, sizeof(*args));
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnectionByOid(DatumGetObjectId(main_arg), args->roleoid, 0);
+	pgstat_report_appname(appname);
+	/* No declaration pins it for a worker: pinned for the worker's life. */
+	SetConfigOption("search_path", JOURNEY_SEARCH_PATH, PGC_SUSET, PGC_S_OVERRIDE);
+	/*
+	 * Every statement here touches a few hundred rows at most, but the
+	 * planner's estimates grow with the tables (a claim over 37k customers
+	 * was costed past jit_above_cost): compiling it took 84 ms of a 114 ms
+	 * claim, 86% of the claim's time under load.
+	 */
+	SetConfigOption("jit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+}
+
 void
 journey_sender_main(Datum main_arg)
 {
 	JourneySenderArgs args;
 	WaitEventSet *wes;
 
-	memcpy(&args, MyBgworkerEntry->bgw_extra, sizeof(args));
+	journey_worker_connect(main_arg, &args, "journey sender");
 	my_slot = args.slot;
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
-	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnectionByOid(DatumGetObjectId(main_arg), args.roleoid, 0);
-	pgstat_report_appname("journey sender");
-	/* No declaration pins it for a worker: pinned for the sender's life. */
-	SetConfigOption("search_path", JOURNEY_SEARCH_PATH, PGC_SUSET, PGC_S_OVERRIDE);
-	/*
-	 * Every statement here touches a few dozen rows, but the planner's
-	 * estimates grow with the tables (a claim over 37k customers was costed
-	 * past jit_above_cost): compiling it took 84 ms of a 114 ms claim,
-	 * 86% of the claim's time under load.
-	 */
-	SetConfigOption("jit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
 	journey_sender_attach(my_slot);
 	journey_health_started(my_slot);

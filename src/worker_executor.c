@@ -303,6 +303,12 @@ journey_worker_executor_step(bool sender_busy)
 	if (!was_enabled || woken)
 		next_pass_at = 0;		/* switched on, or a commit made some due */
 	was_enabled = true;
+	if (journey_executor_helper_running())
+	{
+		/* The helper takes what is due; a pass picks up after it. */
+		next_pass_at = 0;
+		return false;
+	}
 	if (pass_start_at(next_pass_at, sender_busy) > GetCurrentTimestamp())
 		return false;
 
@@ -338,6 +344,9 @@ journey_worker_executor_step(bool sender_busy)
 	PG_END_TRY();
 	last_pass_end = GetCurrentTimestamp();
 	last_pass_full = advanced >= journey_executor_batch_size;
+	/* A burst: a helper takes batches on another core (executor_helper.c). */
+	if (last_pass_full)
+		journey_executor_helper_start();
 	/* A failed pass's own messages were rolled back with it. */
 
 	SpinLockAcquire(&journey_sender_shmem->mutex);
@@ -360,6 +369,9 @@ journey_worker_executor_wait_ms(bool sender_busy)
 		return -1;
 	if (!was_enabled)
 		return 0;
+	/* Its exit sets the latch. */
+	if (journey_executor_helper_running())
+		return -1;
 	/* A commit made some due: step() will plan a pass at once. */
 	at = journey_sender_shmem->slots[my_slot].enrollments_due ? 0 : next_pass_at;
 	at = pass_start_at(at, sender_busy);
