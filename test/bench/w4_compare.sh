@@ -12,8 +12,10 @@
 # build is private (lib.sh's bench_private_build): nothing is installed
 # system-wide.  AFTER_SQL runs in the after build's database before each
 # drain (e.g. "DROP INDEX journey.sequence_enrollments_stats_idx" to take
-# another issue's index out of the comparison).  Prints messages/s per
-# run and the median of each.
+# another issue's index out of the comparison).  BEFORE_CONF and AFTER_CONF
+# add postgresql.conf lines to either, e.g. the same tree twice:
+#   BEFORE=tree BEFORE_CONF="journey.executor_in_worker = off" bash test/bench/w4_compare.sh
+# Prints messages/s per run and the median of each.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=lib.sh
@@ -54,19 +56,21 @@ gcc -O2 -o "$WORK/fast_sink" "$BENCH_SRC/test/sinks/fast_sink.c"
 ulimit -n 1024
 build before "$BEFORE"
 build after "$AFTER"
-echo "journey W4 before/after: $N messages, $RUNS runs each, in turns; before = $BEFORE, after = $AFTER${AFTER_SQL:+ (then: $AFTER_SQL)}"
+echo "journey W4 before/after: $N messages, $RUNS runs each, in turns; before = $BEFORE${BEFORE_CONF:+ ($BEFORE_CONF)}, after = $AFTER${AFTER_CONF:+ ($AFTER_CONF)}${AFTER_SQL:+ (then: $AFTER_SQL)}"
 bench_machine
 
 SINKPORT=$((20000 + RANDOM % 20000))
 # One drain with build $1; prints messages/s.
 drain() {
-    local name=$1 t0 t1 sent
+    local name=$1 t0 t1 sent conf
     PG_BIN=$(cat "$WORK/$name.bin")
     rm -f "$WORK/sink.txt"
     "$WORK/fast_sink" "$SINKPORT" "$WORK/sink.txt" > "$WORK/sink.out" &
     sinkpid=$!
     for _ in $(seq 50); do grep -q ready "$WORK/sink.out" 2>/dev/null && break; sleep 0.1; done
-    cluster_start "$BENCH_TUNING" >/dev/null
+    if [ "$name" = before ]; then conf=${BEFORE_CONF:-}; else conf=${AFTER_CONF:-}; fi
+    cluster_start "$BENCH_TUNING
+$conf" >/dev/null
     trap cleanup EXIT
     bench_psql journey -o /dev/null <<SQL
 CREATE EXTENSION journey;
