@@ -59,15 +59,9 @@ journey_executor_helper_start(void)
 	BackgroundWorker worker;
 	JourneySenderArgs args;
 	MemoryContext old;
-	pid_t		pid;
 
-	if (helper != NULL)
-	{
-		if (GetBackgroundWorkerPid(helper, &pid) != BGWH_STOPPED)
-			return;
-		pfree(helper);
-		helper = NULL;
-	}
+	if (journey_executor_helper_running())
+		return;
 	/* The sender's own arguments: its slot, role and database. */
 	memcpy(&args, MyBgworkerEntry->bgw_extra, sizeof(args));
 	memset(&worker, 0, sizeof(worker));
@@ -116,7 +110,12 @@ journey_executor_helper_running(void)
 	if (helper == NULL)
 		return false;
 	status = GetBackgroundWorkerPid(helper, &pid);
-	return status == BGWH_STARTED || status == BGWH_NOT_YET_STARTED;
+	if (status == BGWH_STARTED || status == BGWH_NOT_YET_STARTED)
+		return true;
+	/* Gone: no more asking the postmaster's table every turn of the loop. */
+	pfree(helper);
+	helper = NULL;
+	return false;
 }
 
 /*

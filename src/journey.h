@@ -138,8 +138,9 @@ extern SPIPlanPtr journey_keep_plan(SPIPlanPtr *plan, const char *sql, int nargs
 extern SPIPlanPtr journey_keep_plan_opts(SPIPlanPtr *plan, const char *sql, int nargs,
 										 Oid *argtypes, int cursor_options);
 
-/* SPI_execute_with_args with the plan prepared once and kept in *plan. */
+/* Plans kept by this backend are made again once a busy table doubled. */
 extern void journey_replan_if_grown(void);
+/* SPI_execute_with_args with the plan prepared once and kept in *plan. */
 extern int	journey_spi_kept(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,
 							 Datum *values, const char *nulls, bool read_only, long count);
 

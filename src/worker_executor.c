@@ -26,6 +26,10 @@
  * database (so quiet hours, rate limits and waits end on time), and at
  * least every journey.poll_interval_ms.
  *
+ * A pass that finds a full batch due starts the sender's helper
+ * (executor_helper.c), which advances the rest of the burst on another
+ * core; the sender runs no pass while it does, and delivers.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
