@@ -4,7 +4,8 @@
 # and exits once a batch comes back short.  Events one by one start none,
 # nor does a burst with journey.executor_in_worker off.  kill -9 of the
 # helper mid-burst: after the restart every enrollment gets its message,
-# once, and every message reaches the provider under its own key.
+# once, and every message reaches the provider under its own key.  DROP
+# EXTENSION in the middle of a burst is not held up by the helper.
 use strict;
 use warnings;
 use FindBin;
@@ -126,6 +127,24 @@ my %keys;
 $keys{ $_->{headers}{'Idempotency-Key'} }++ for sink_records($log);
 is(scalar(keys %keys), 4705, 'the provider got every message, each under its own key');
 ok(slurp_file($node->logfile) =~ /terminated by signal 9/, 'the helper was killed (the server restarted)');
+
+# 5. DROP EXTENSION in the middle of a burst: the helper never holds it up.
+burst(4000);
+$pid = '';
+$deadline = time + 60;
+while ($pid eq '' && time < $deadline)
+{
+	$pid = $node->safe_psql('postgres',
+		q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'journey executor helper'});
+	usleep(5_000) if $pid eq '';
+}
+isnt($pid, '', 'a helper runs during the second burst');
+my ($rc, $out, $err) = $node->psql('postgres', 'DROP EXTENSION journey CASCADE', timeout => 30);
+is($rc, 0, 'DROP EXTENSION succeeds while the helper works') or diag($err);
+ok(wait_for($node, q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'journey executor helper'},
+		'0', 30), 'and the helper leaves');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'journey sender'}),
+	'1', 'the sender is still there (waiting for journey to be installed)');
 
 $node->stop;
 done_testing();
