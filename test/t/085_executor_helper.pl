@@ -2,7 +2,8 @@
 # executor finds a full batch due, the sender starts a background worker
 # that advances the rest on a core of its own while the sender delivers,
 # and exits once a batch comes back short.  Events one by one start none,
-# nor does a burst with journey.executor_in_worker off.  kill -9 of the
+# nor does a burst with journey.executor_in_worker off; beside a session
+# calling the executor each enrollment is still advanced once.  kill -9 of the
 # helper mid-burst: after the restart every enrollment gets its message,
 # once, and every message reaches the provider under its own key.  DROP
 # EXTENSION in the middle of a burst is not held up by the helper.
@@ -102,7 +103,18 @@ $node->append_conf('postgresql.conf', 'journey.executor_in_worker = on');
 $node->reload;
 ok(wait_for($node, 'SELECT enabled FROM journey.executor_status()', 't'), 'the executor is on again');
 
-# 4. kill -9 of the helper in the middle of a burst of 4,000.
+# 4. A burst advanced by the sender, its helper and a session calling the
+# executor in a loop, all at once: each enrollment once.
+burst(2000);
+$node->safe_psql('postgres', q{
+DO $$ BEGIN FOR i IN 1..1000 LOOP EXIT WHEN journey.advance_due_enrollments(25) = 0; COMMIT; END LOOP; END $$});
+ok(wait_for($node, q{SELECT count(*) FROM journey.messages WHERE status = 'sent'}, 2705, 120),
+	'the burst advanced by three at once is sent');
+is($node->safe_psql('postgres', q{
+SELECT count(*), count(DISTINCT enrollment_id), count(*) FILTER (WHERE attempts = 1)
+  FROM journey.messages}), '2705|2705|2705', 'one message an enrollment, one attempt each');
+
+# 5. kill -9 of the helper in the middle of a burst of 4,000.
 burst(4000);
 my $pid = '';
 my $deadline = time + 60;
@@ -115,20 +127,20 @@ while ($pid eq '' && time < $deadline)
 isnt($pid, '', 'the helper runs during the burst');
 my $before = sent_count();
 kill 'KILL', $pid if $pid ne '';
-ok(wait_for($node, q{SELECT count(*) FROM journey.messages WHERE status = 'sent'}, 4705, 180),
+ok(wait_for($node, q{SELECT count(*) FROM journey.messages WHERE status = 'sent'}, 6705, 180),
 	"after kill -9 (at $before sent) the whole burst is sent");
 is($node->safe_psql('postgres', q{
-SELECT count(*), count(DISTINCT enrollment_id) FROM journey.messages}), '4705|4705',
+SELECT count(*), count(DISTINCT enrollment_id) FROM journey.messages}), '6705|6705',
 	'no enrollment got a second message');
 is($node->safe_psql('postgres', q{
 SELECT count(*) FROM journey.sequence_enrollments WHERE status = 'active' AND next_run_at <= now()}),
 	'0', 'no enrollment left due');
 my %keys;
 $keys{ $_->{headers}{'Idempotency-Key'} }++ for sink_records($log);
-is(scalar(keys %keys), 4705, 'the provider got every message, each under its own key');
+is(scalar(keys %keys), 6705, 'the provider got every message, each under its own key');
 ok(slurp_file($node->logfile) =~ /terminated by signal 9/, 'the helper was killed (the server restarted)');
 
-# 5. DROP EXTENSION in the middle of a burst: the helper never holds it up.
+# 6. DROP EXTENSION in the middle of a burst: the helper never holds it up.
 burst(4000);
 $pid = '';
 $deadline = time + 60;
