@@ -28,17 +28,12 @@
 #include "postgres.h"
 
 #include "access/xact.h"
-#include "catalog/namespace.h"
-#include "catalog/pg_type.h"
-#include "executor/spi.h"
 #include "miscadmin.h"
-#include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
-#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "journey.h"
@@ -119,44 +114,21 @@ journey_executor_helper_running(void)
 }
 
 /*
- * One batch in a transaction of its own; returns how many it advanced, or
- * -1 when journey is not installed (any more).
+ * One batch in a transaction of its own, as a pass of the sender's;
+ * returns how many it advanced, or -1 when journey is not installed (any
+ * more) or a table is busy.
  */
 static int
 advance_one_batch(int slot)
 {
-	static SPIPlanPtr plan = NULL;
-	Oid			types[2] = {INT4OID, TIMESTAMPTZOID};
-	Datum		args[2];
-	bool		isnull;
 	int			advanced = -1;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, "advancing a burst of due enrollments");
-	/* Like the sender's passes: never queued behind DDL for long. */
-	(void) set_config_option("lock_timeout", "200ms", PGC_SUSET, PGC_S_SESSION,
-							 GUC_ACTION_LOCAL, true, 0, false);
-	if (OidIsValid(get_namespace_oid("journey", true)))
+	if (journey_executor_begin_pass())
 	{
 		journey_replan_if_grown();
-		args[0] = Int32GetDatum(journey_executor_batch_size);
-		args[1] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
-		if (SPI_execute_plan(journey_keep_plan(&plan,
-											   "SELECT journey.advance_due_enrollments($1, $2)",
-											   2, types),
-							 args, NULL, false, 1) != SPI_OK_SELECT)
-			elog(ERROR, "journey executor helper could not advance due enrollments");
-		advanced = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
-											   &isnull));
+		advanced = journey_executor_advance_batch(GetCurrentTransactionStartTimestamp());
 	}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	pgstat_report_stat(false);
-	pgstat_report_activity(STATE_IDLE, NULL);
+	journey_executor_end_pass();
 
 	if (advanced > 0)
 	{

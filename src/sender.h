@@ -164,6 +164,10 @@ extern void journey_worker_executor_init(int slot);
 extern bool journey_worker_executor_step(bool sender_busy);
 /* Milliseconds until a pass is due, -1 for none. */
 extern long journey_worker_executor_wait_ms(bool sender_busy);
+/* A pass's transaction and its one advance_due_enrollments call (the helper's too). */
+extern bool journey_executor_begin_pass(void);
+extern int	journey_executor_advance_batch(TimestampTz as_of);
+extern void journey_executor_end_pass(void);
 /* executor_helper.c: a second process for a burst of due enrollments */
 extern void journey_executor_helper_start(void);
 extern bool journey_executor_helper_running(void);

@@ -88,7 +88,7 @@ static TimestampTz next_pass_at = 0;	/* 0: as soon as possible */
 static int	retry_ms = PASS_RETRY_MIN_MS;
 static SPIPlanPtr advance_plan = NULL;
 static SPIPlanPtr next_run_plan = NULL;
-static bool journey_installed = false;	/* as of the last begin_pass */
+static bool journey_installed = false;	/* as of the last journey_executor_begin_pass */
 static TimestampTz last_pass_end = 0;
 static bool last_pass_full = false;	/* it left more due */
 static bool left_queued = false;	/* the last pass queued messages it did not claim */
@@ -139,12 +139,13 @@ set_local(const char *name, const char *value)
 }
 
 /*
- * Opens the pass's transaction.  False (transaction still open) when
- * journey is not installed or a table is busy (DROP EXTENSION, a VACUUM
- * FULL): the pass is skipped rather than queued behind it.
+ * Opens the pass's transaction (the sender's, or its helper's batch).
+ * False (transaction still open) when journey is not installed or a table
+ * is busy (DROP EXTENSION, a VACUUM FULL): the pass is skipped rather than
+ * queued behind it.
  */
-static bool
-begin_pass(void)
+bool
+journey_executor_begin_pass(void)
 {
 	const char *tables[3] = {"sequence_enrollments", "messages", "enrollment_log"};
 	Oid			nsp;
@@ -174,14 +175,37 @@ begin_pass(void)
 	return true;
 }
 
-static void
-end_pass(void)
+void
+journey_executor_end_pass(void)
 {
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/*
+ * One call of journey.advance_due_enrollments() for up to
+ * journey.executor_batch_size enrollments due at as_of, in the open pass;
+ * returns how many it advanced.
+ */
+int
+journey_executor_advance_batch(TimestampTz as_of)
+{
+	Oid			types[2] = {INT4OID, TIMESTAMPTZOID};
+	Datum		args[2];
+	bool		isnull;
+
+	args[0] = Int32GetDatum(journey_executor_batch_size);
+	args[1] = TimestampTzGetDatum(as_of);
+	if (SPI_execute_plan(journey_keep_plan(&advance_plan,
+										   "SELECT journey.advance_due_enrollments($1, $2)",
+										   2, types),
+						 args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "journey sender could not advance due enrollments");
+	return DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
+									   &isnull));
 }
 
 /*
@@ -202,9 +226,9 @@ run_pass(void)
 	JourneyPreclaim pc;
 
 	left_queued = false;
-	if (!begin_pass())
+	if (!journey_executor_begin_pass())
 	{
-		end_pass();
+		journey_executor_end_pass();
 		/* Not installed: the poll.  Busy: shortly. */
 		next_pass_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 												   journey_installed ? 100 : journey_poll_interval_ms);
@@ -230,19 +254,13 @@ run_pass(void)
 	}
 	PG_TRY();
 	{
-		if (SPI_execute_plan(journey_keep_plan(&advance_plan,
-											   "SELECT journey.advance_due_enrollments($1, $2)",
-											   2, types),
-							 args, NULL, false, 1) != SPI_OK_SELECT)
-			elog(ERROR, "journey sender could not advance due enrollments");
+		advanced = journey_executor_advance_batch(as_of);
 	}
 	PG_FINALLY();
 	{
 		journey_preclaim = NULL;
 	}
 	PG_END_TRY();
-	advanced = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
-										   &isnull));
 	/* Without the claim (no room), what the pass queued waits for one. */
 	left_queued = advanced > 0 && (pc.token == (Datum) 0 || pc.left_queued);
 	journey_sender_preclaim_fetch(&pc);
@@ -269,7 +287,7 @@ run_pass(void)
 			next_pass_at = Min(next_pass_at,
 							   TimestampTzPlusMilliseconds(as_of, PASS_RETRY_MIN_MS));
 	}
-	end_pass();
+	journey_executor_end_pass();
 	/* Committed: the network may have them now. */
 	journey_sender_preclaim_start();
 	return advanced;
